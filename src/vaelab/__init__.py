@@ -1,0 +1,18 @@
+"""vaelab: variational autoencoders done carefully."""
+
+from . import distributions, networks  # noqa: F401  (fill the registries)
+from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
+from .errors import VaelabError
+from .models import VAE, build_vae
+
+__version__ = "0.1.0"
+__all__ = [
+    "VAE",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "VaelabError",
+    "build_vae",
+    "load_config",
+]

@@ -1,0 +1,261 @@
+"""Typed run configuration: dataclasses loaded from TOML, YAML or JSON, with overrides.
+
+Every field is checked for its type and range when loaded; unknown keys and names fail with
+one line that names the key and suggests the closest valid one. The resolved config is stored
+next to the weights of every run, so a checkpoint always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import ConfigError, closest
+from .registry import DATASETS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, SIGMA_MODES, Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+# --- field constraints ---------------------------------------------------------------------
+
+
+def _at_least(low: float, *, strict: bool = False, **kw: Any) -> Any:
+    return field(metadata={"min": low, "strict": strict}, **kw)
+
+
+def _one_of(choices: tuple[str, ...] | Registry, **kw: Any) -> Any:
+    return field(metadata={"choices": choices}, **kw)
+
+
+@dataclass
+class DataConfig:
+    """Which data set to read and how much of it."""
+
+    name: str = _one_of(DATASETS, default="digits")
+    path: str | None = None  # file or folder; else the data set's environment variable
+    train_limit: int | None = _at_least(1, default=None)  # first N training examples
+    test_limit: int | None = _at_least(1, default=None)
+    binarize: bool = False  # threshold pixels at 0.5 (for Bernoulli decoders)
+    image_size: int | None = _at_least(4, default=None)  # image-folder: square side
+    channels: int | None = _at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
+    split_seed: int = 0  # for data sets without an official test split
+
+
+@dataclass
+class ModelConfig:
+    """A VAE assembled from parts: network, posterior, likelihood, prior; loss = D + β·R."""
+
+    latent_dim: int = _at_least(1, default=16)
+    network: str = _one_of(NETWORKS, default="mlp")
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # MLP widths
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv: per stride-2 layer
+    likelihood: str = _one_of(LIKELIHOODS, default="gaussian")
+    sigma_mode: str = _one_of(SIGMA_MODES, default="learned-shared")
+    sigma: float = _at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
+    log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
+    posterior: str = _one_of(POSTERIORS, default="diagonal-gaussian")
+    prior: str = _one_of(PRIORS, default="standard-normal")
+    beta: float = _at_least(0.0, default=1.0)  # weight of the rate only
+    samples: int = _at_least(1, default=1)  # Monte-Carlo samples of z per example
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing."""
+
+    epochs: int = _at_least(1, default=10)
+    batch_size: int = _at_least(1, default=128)
+    lr: float = _at_least(0.0, strict=True, default=1e-3)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = _at_least(0.0, default=0.0)
+    grad_clip: float | None = _at_least(0.0, strict=True, default=None)  # max gradient norm
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = _at_least(1, default=50)  # steps between metric lines
+    checkpoint_every: int = _at_least(1, default=500)  # steps between checkpoints
+    eval_every: int = _at_least(1, default=1)  # epochs between test-set evaluations
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class Config:
+    """A whole training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- loading and checking ------------------------------------------------------------------
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON file into a dict, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text()
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: use .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {str(path)!r} is malformed: {detail}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.beta=4' → (['model', 'beta'], 4); the value is read as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.beta=4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), cls: type = Config
+) -> Any:
+    """Build a typed config from a file (optional) and ``key=value`` overrides."""
+    data = read_mapping(path) if path is not None else {}
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    return from_dict(cls, data)
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Instantiate dataclass `cls` from a mapping, checking keys, types and ranges."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a section (mapping), got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key {_join(where, str(key))!r}{closest(str(key), fields)}; "
+                f"known in {where or 'the top level'}: {', '.join(fields)}"
+            )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        key = _join(where, name)
+        value = _coerce(hints[name], value, key)
+        _check_constraints(fields[name], value, key)
+        values[name] = value
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [t for t in options if t is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {inner.__name__}, got {_show(value)}")
+        return [_coerce(inner, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        number = _as_float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            return number
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _check_constraints(f: dataclasses.Field, value: Any, key: str) -> None:
+    if value is None:
+        return
+    low = f.metadata.get("min")
+    if low is not None:
+        strict = f.metadata.get("strict", False)
+        if value < low or (strict and value == low):
+            relation = ">" if strict else "≥"
+            raise ConfigError(f"{key}: must be {relation} {low:g}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        if isinstance(choices, Registry):
+            raise ConfigError(f"{key}: {choices.unknown(value)}")
+        raise ConfigError(
+            f"{key}: unknown value {value!r}{closest(value, choices)}; "
+            f"choose one of: {', '.join(choices)}"
+        )
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return f"{type(value).__name__} {text[:60]}"

@@ -1,0 +1,76 @@
+"""The in-memory image data set every loader returns, and checks on what loaders read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+
+
+@dataclass
+class ImageData:
+    """Images as float32 [N, C, H, W] in [0, 1], with optional labels and generative factors."""
+
+    name: str
+    images: Tensor
+    labels: Tensor | None = None  # int64 [N]
+    factors: Tensor | None = None  # float32 [N, K] factor values (e.g. dSprites)
+    factor_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        check_images(self.images, self.name)
+        for what, t in (("labels", self.labels), ("factors", self.factors)):
+            if t is not None and len(t) != len(self.images):
+                raise DataError(
+                    f"{self.name}: {len(t)} {what} for {len(self.images)} images"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    def subset(self, index: Tensor | slice) -> ImageData:
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return ImageData(
+            self.name, self.images[index], pick(self.labels), pick(self.factors), self.factor_names
+        )
+
+    def limit(self, n: int | None) -> ImageData:
+        """The first n examples (all if n is None)."""
+        return self if n is None or n >= len(self) else self.subset(slice(0, n))
+
+
+def check_images(images: Tensor, source: str) -> None:
+    """Reject what would train silently wrong: wrong rank, non-float, NaN/inf, values off [0, 1]."""
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise DataError(f"{source}: expected images [N, C, H, W], got {shape}")
+    if len(images) == 0:
+        raise DataError(f"{source}: the data set is empty")
+    if not images.is_floating_point():
+        raise DataError(f"{source}: images must be floating point, got {images.dtype}")
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        raise DataError(f"{source}: {bad} images contain NaN or infinite values")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(f"{source}: pixel values must lie in [0, 1], found [{low:g}, {high:g}]")
+
+
+def cache_dir() -> Path:
+    """Where generated or converted data is cached: $VAELAB_CACHE, else ~/.cache/vaelab."""
+    root = os.environ.get("VAELAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vaelab"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,19 @@
+"""Distribution objects: decoders' likelihoods, posteriors, priors and their KL."""
+
+from .bernoulli import BernoulliLikelihood
+from .gaussian import GaussianLikelihood, soft_lower_bound
+from .kl import kl_divergence, register_kl
+from .normal import DiagonalGaussian, StandardNormal, gaussian_log_density
+from .reconstruction import Reconstruction
+
+__all__ = [
+    "BernoulliLikelihood",
+    "DiagonalGaussian",
+    "GaussianLikelihood",
+    "Reconstruction",
+    "StandardNormal",
+    "gaussian_log_density",
+    "kl_divergence",
+    "register_kl",
+    "soft_lower_bound",
+]

@@ -1,0 +1,34 @@
+"""Bernoulli decoder p(x|z) = Π_d Bern(x_d; sigmoid(ℓ_d(z))) on data in [0, 1]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..registry import LIKELIHOODS
+from .reconstruction import Reconstruction
+
+
+@LIKELIHOODS.register("bernoulli")
+class BernoulliLikelihood(nn.Module):
+    """−log p(x|z) = Σ_d BCE(ℓ_d, x_d); the decoder outputs logits ℓ."""
+
+    outputs_per_dim = 1
+
+    def __init__(self, data_shape: tuple[int, ...], **unused):
+        super().__init__()
+
+    def mean(self, output: Tensor) -> Tensor:
+        return torch.sigmoid(output)
+
+    def sample(self, output: Tensor) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(output))
+
+    def forward(self, x: Tensor, output: Tensor) -> Reconstruction:
+        nll = F.binary_cross_entropy_with_logits(output, x.expand_as(output), reduction="none")
+        sq_err = (x - torch.sigmoid(output)) ** 2
+        return Reconstruction(
+            nll=nll.flatten(2).sum(-1).mean(0),
+            mse=sq_err.flatten(2).mean(-1).mean(0),
+        )

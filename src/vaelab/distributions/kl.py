@@ -1,0 +1,36 @@
+"""KL(q ‖ p) between a posterior and a prior, analytic where known, dispatched by type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from .normal import DiagonalGaussian, StandardNormal
+
+_ANALYTIC: dict[tuple[type, type], Callable[[object, object], Tensor]] = {}
+
+
+def register_kl(q_type: type, p_type: type):
+    def add(fn):
+        _ANALYTIC[(q_type, p_type)] = fn
+        return fn
+
+    return add
+
+
+def kl_divergence(q, p) -> Tensor:
+    """Per-example KL(q ‖ p) in nats, summed over latent dimensions."""
+    try:
+        fn = _ANALYTIC[(type(q), type(p))]
+    except KeyError:
+        raise NotImplementedError(
+            f"no analytic KL({type(q).__name__} ‖ {type(p).__name__}) is registered"
+        ) from None
+    return fn(q, p)
+
+
+@register_kl(DiagonalGaussian, StandardNormal)
+def _kl_diagonal_gaussian_standard_normal(q: DiagonalGaussian, p: StandardNormal) -> Tensor:
+    """½ Σ_j (μ_j² + σ_j² − log σ_j² − 1)  (DESIGN §1a, the rate R(x))."""
+    return 0.5 * (q.mean**2 + q.log_var.exp() - q.log_var - 1.0).sum(-1)
