@@ -14,12 +14,16 @@ from ..errors import DataError
 
 @dataclass
 class ImageData:
-    """Images as float32 [N, C, H, W] in [0, 1], with optional labels and generative factors."""
+    """Images [N, C, H, W] with optional labels and ground-truth factors.
+
+    `images` is stored compactly as uint8 (value/255) or as floats in [0, 1]; `batch` gives
+    float32 in [0, 1] either way.
+    """
 
     name: str
     images: Tensor
     labels: Tensor | None = None  # int64 [N]
-    factors: Tensor | None = None  # float32 [N, K] factor values (e.g. dSprites)
+    factors: Tensor | None = None  # int64 [N, K] factor class indices (e.g. dSprites)
     factor_names: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
@@ -32,6 +36,10 @@ class ImageData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def batch(self, index: Tensor | slice) -> Tensor:
+        """Images at `index` as float32 in [0, 1]."""
+        return to_float(self.images[index])
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -49,15 +57,23 @@ class ImageData:
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
 
 
+def to_float(images: Tensor) -> Tensor:
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
 def check_images(images: Tensor, source: str) -> None:
-    """Reject what would train silently wrong: wrong rank, non-float, NaN/inf, values off [0, 1]."""
+    """Reject what would train silently wrong: wrong rank or type, NaN/inf, values off [0, 1]."""
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise DataError(f"{source}: expected images [N, C, H, W], got {shape}")
     if len(images) == 0:
         raise DataError(f"{source}: the data set is empty")
+    if images.dtype == torch.uint8:
+        return
     if not images.is_floating_point():
-        raise DataError(f"{source}: images must be floating point, got {images.dtype}")
+        raise DataError(f"{source}: images must be uint8 or floating point, got {images.dtype}")
     if not torch.isfinite(images).all():
         bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
         raise DataError(f"{source}: {bad} images contain NaN or infinite values")
