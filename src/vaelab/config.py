@@ -31,11 +31,11 @@ else:  # pragma: no cover
 # --- field constraints ---------------------------------------------------------------------
 
 
-def _at_least(low: float, *, strict: bool = False, **kw: Any) -> Any:
+def at_least(low: float, *, strict: bool = False, **kw: Any) -> Any:
     return field(metadata={"min": low, "strict": strict}, **kw)
 
 
-def _one_of(choices: tuple[str, ...] | Registry, **kw: Any) -> Any:
+def one_of(choices: tuple[str, ...] | Registry, **kw: Any) -> Any:
     return field(metadata={"choices": choices}, **kw)
 
 
@@ -43,13 +43,13 @@ def _one_of(choices: tuple[str, ...] | Registry, **kw: Any) -> Any:
 class DataConfig:
     """Which data set to read and how much of it."""
 
-    name: str = _one_of(DATASETS, default="digits")
+    name: str = one_of(DATASETS, default="digits")
     path: str | None = None  # file or folder; else the data set's environment variable
-    train_limit: int | None = _at_least(1, default=None)  # first N training examples
-    test_limit: int | None = _at_least(1, default=None)
+    train_limit: int | None = at_least(1, default=None)  # first N training examples
+    test_limit: int | None = at_least(1, default=None)
     binarize: bool = False  # threshold pixels at 0.5 (for Bernoulli decoders)
-    image_size: int | None = _at_least(4, default=None)  # image-folder: square side
-    channels: int | None = _at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
+    image_size: int | None = at_least(4, default=None)  # image-folder: square side
+    channels: int | None = at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
     split_seed: int = 0  # for data sets without an official test split
 
 
@@ -57,35 +57,35 @@ class DataConfig:
 class ModelConfig:
     """A VAE assembled from parts: network, posterior, likelihood, prior; loss = D + β·R."""
 
-    latent_dim: int = _at_least(1, default=16)
-    network: str = _one_of(NETWORKS, default="mlp")
+    latent_dim: int = at_least(1, default=16)
+    network: str = one_of(NETWORKS, default="mlp")
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # MLP widths
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv: per stride-2 layer
-    likelihood: str = _one_of(LIKELIHOODS, default="gaussian")
-    sigma_mode: str = _one_of(SIGMA_MODES, default="learned-shared")
-    sigma: float = _at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
+    likelihood: str = one_of(LIKELIHOODS, default="gaussian")
+    sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")
+    sigma: float = at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
     log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
-    posterior: str = _one_of(POSTERIORS, default="diagonal-gaussian")
-    prior: str = _one_of(PRIORS, default="standard-normal")
-    beta: float = _at_least(0.0, default=1.0)  # weight of the rate only
-    samples: int = _at_least(1, default=1)  # Monte-Carlo samples of z per example
+    posterior: str = one_of(POSTERIORS, default="diagonal-gaussian")
+    prior: str = one_of(PRIORS, default="standard-normal")
+    beta: float = at_least(0.0, default=1.0)  # weight of the rate only
+    samples: int = at_least(1, default=1)  # Monte-Carlo samples of z per example
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, logging and checkpointing."""
 
-    epochs: int = _at_least(1, default=10)
-    batch_size: int = _at_least(1, default=128)
-    lr: float = _at_least(0.0, strict=True, default=1e-3)
+    epochs: int = at_least(1, default=10)
+    batch_size: int = at_least(1, default=128)
+    lr: float = at_least(0.0, strict=True, default=1e-3)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = _at_least(0.0, default=0.0)
-    grad_clip: float | None = _at_least(0.0, strict=True, default=None)  # max gradient norm
+    weight_decay: float = at_least(0.0, default=0.0)
+    grad_clip: float | None = at_least(0.0, strict=True, default=None)  # max gradient norm
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = _at_least(1, default=50)  # steps between metric lines
-    checkpoint_every: int = _at_least(1, default=500)  # steps between checkpoints
-    eval_every: int = _at_least(1, default=1)  # epochs between test-set evaluations
+    log_every: int = at_least(1, default=50)  # steps between metric lines
+    checkpoint_every: int = at_least(1, default=500)  # steps between checkpoints
+    eval_every: int = at_least(1, default=1)  # epochs between test-set evaluations
     progress: bool = True  # tqdm progress bar
 
 

@@ -31,6 +31,20 @@ class LossTerms:
     def negative_elbo(self) -> Tensor:
         return self.distortion + self.rate
 
+    def sums(self) -> dict[str, Tensor]:
+        """Detached batch sums of every per-example term (what the trainer logs)."""
+        out = {
+            "loss": self.loss,
+            "distortion": self.distortion,
+            "rate": self.rate,
+            "negative_elbo": self.negative_elbo,
+            "mse": self.mse,
+        }
+        out = {k: v.detach().sum() for k, v in out.items()}
+        if self.sigma is not None:
+            out["sigma"] = self.sigma.detach() * len(self.loss)
+        return out
+
 
 class VAE(nn.Module):
     def __init__(

@@ -1,0 +1,120 @@
+"""Command line: `vaelab train | eval | run | demo`.
+
+Errors the user can fix print one line and exit with code 2; an interrupted run exits with
+130 and resumes when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import experiments  # noqa: F401  (fill the registry)
+from .config import Config, load_config
+from .errors import VaelabError
+from .registry import EXPERIMENTS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.beta=4 (repeatable)",
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import train_run
+
+    cfg = load_config(args.config, args.overrides, Config)
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
+    run = train_run(cfg, run_dir)
+    if run.state and run.state.last_test:
+        _print_metrics(run.state.last_test)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runs import load_run, write_run_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise VaelabError(f"run directory {str(run_dir)!r} does not exist")
+    run = load_run(run_dir, device=args.device)
+    _print_metrics(write_run_report(run))
+    print(f"wrote {run_dir / 'eval.json'}, report.md and figures")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    exp = EXPERIMENTS.get(args.experiment)
+    cfg = load_config(args.config, args.overrides, exp.config_cls)
+    run_dir = Path(args.run_dir or Path("runs") / exp.name)
+    exp.run(cfg, run_dir)
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.experiment, args.config = "demo", None
+    return cmd_run(args)
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    print("test set: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaelab", description="Variational autoencoders done carefully.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a VAE from a TOML/YAML config (resumes a run directory)")
+    p.add_argument("config", help="config file (.toml, .yaml, .json)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    _add_overrides(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run: test rate, distortion, −ELBO, figures")
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("run", help="run a named experiment (recipe)")
+    p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS.names())}")
+    p.add_argument("config", nargs="?", help="optional config file for the experiment's settings")
+    p.add_argument("--run-dir", help="run directory (default: runs/<experiment>)")
+    _add_overrides(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the main job on embedded data: β sweeps on 8×8 digits")
+    p.add_argument("--run-dir", help="run directory (default: runs/demo)")
+    _add_overrides(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VaelabError as exc:
+        print(f"vaelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Evaluation: ELBO terms, figures."""
+
+from .elbo import evaluate
+
+__all__ = ["evaluate"]

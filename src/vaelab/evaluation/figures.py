@@ -1,0 +1,86 @@
+"""Figures a researcher would rather see than read: image grids and rate–distortion curves."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..files import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def tile(images: torch.Tensor, ncol: int) -> np.ndarray:
+    """[N, C, H, W] in [0, 1] → one [rows·H, ncol·W(, C)] array with 1-pixel gaps."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    rows = math.ceil(n / ncol)
+    canvas = torch.ones(c, rows * (h + 1) + 1, ncol * (w + 1) + 1)
+    for i, img in enumerate(images):
+        r, k = divmod(i, ncol)
+        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = img
+    array = canvas.permute(1, 2, 0).numpy()
+    return array[..., 0] if c == 1 else array
+
+
+def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int = 8, title: str = "") -> None:
+    grid = tile(images, ncol)
+    height, width = grid.shape[:2]
+    fig, ax = plt.subplots(figsize=(max(2.0, width / 40), max(2.0, height / 40)))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def save_reconstructions(path: str | Path, originals: torch.Tensor, recons: torch.Tensor, title: str = "") -> None:
+    """Rows of originals above their reconstructions."""
+    n = len(originals)
+    ncol = min(n, 8)
+    rows = []
+    for start in range(0, n, ncol):
+        rows += [originals[start : start + ncol], recons[start : start + ncol]]
+    save_image_grid(path, torch.cat(rows), ncol=ncol, title=title or "originals (odd rows) / reconstructions")
+
+
+def plot_rate_distortion(
+    path: str | Path,
+    curves: dict[str, Sequence[dict[str, float]]],
+    title: str = "",
+) -> None:
+    """Rate vs distortion (nats) and rate vs MSE, one line per label, points annotated by β.
+
+    Each curve is a sequence of records with keys 'beta', 'rate', 'distortion', 'mse'.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, points in curves.items():
+        points = sorted(points, key=lambda p: p["beta"])
+        rate = [p["rate"] for p in points]
+        for ax, key in zip(axes, ("distortion", "mse")):
+            ax.plot(rate, [p[key] for p in points], marker="o", label=label)
+            for p in points:
+                ax.annotate(f"β={p['beta']:g}", (p["rate"], p[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[0].set(xlabel="rate R (nats)", ylabel="distortion D (nats)", title="rate–distortion")
+    axes[1].set(xlabel="rate R (nats)", ylabel="MSE per dimension", title="rate vs MSE", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, path)

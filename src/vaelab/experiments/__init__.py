@@ -1,0 +1,6 @@
+"""Recipes: each source experiment as a named, configurable run (`vaelab run NAME`)."""
+
+from . import demo
+from .base import Experiment, experiment
+
+__all__ = ["Experiment", "demo", "experiment"]

@@ -1,0 +1,92 @@
+"""`vaelab demo`: the main job on embedded data (scikit-learn's 8×8 digits), in a few minutes.
+
+Trains two β sweeps of the same MLP Gaussian VAE:
+  - classic β-VAE: fixed σ_x² = ½, i.e. Σ(x − μ)² + β·KL (β silently equals 2σ_x²);
+  - decoupled: σ_x learned, β weighting the rate only (Beta-Sigma VAE, DESIGN §1a);
+and writes the rate–distortion figure, reconstructions, samples and report.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least
+from ..evaluation.figures import plot_rate_distortion
+from ..files import atomic_write_text, write_json
+from ..report import markdown_table
+from ..runs import train_run
+from .base import experiment
+
+REGIMES = {
+    "classic β-VAE (σ_x² = ½ fixed)": dict(sigma_mode="fixed", sigma=math.sqrt(0.5)),
+    "decoupled (σ_x learned)": dict(sigma_mode="learned-shared", sigma=1.0),
+}
+
+
+@dataclass
+class DemoConfig:
+    betas: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0])
+    dataset: str = "digits"
+    latent_dim: int = at_least(1, default=8)
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    epochs: int = at_least(1, default=150)
+    batch_size: int = at_least(1, default=64)
+    lr: float = at_least(0.0, strict=True, default=1e-3)
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+def sweep_config(cfg: DemoConfig, beta: float, regime: dict) -> Config:
+    return Config(
+        data=DataConfig(name=cfg.dataset),
+        model=ModelConfig(latent_dim=cfg.latent_dim, hidden=list(cfg.hidden), beta=beta, **regime),
+        train=TrainConfig(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            device=cfg.device,
+            progress=cfg.progress,
+            log_every=100,
+            checkpoint_every=1000,
+            eval_every=cfg.epochs,
+        ),
+    )
+
+
+@experiment("demo", DemoConfig, "β sweeps of a classic and a decoupled Gaussian VAE on 8×8 digits")
+def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
+    curves: dict[str, list[dict[str, float]]] = {}
+    for label, regime in REGIMES.items():
+        slug = "classic" if regime["sigma_mode"] == "fixed" else "decoupled"
+        for beta in cfg.betas:
+            print(f"[demo] {label}, β = {beta:g}")
+            run = train_run(sweep_config(cfg, beta, regime), run_dir / f"{slug}-beta{beta:g}")
+            curves.setdefault(label, []).append({"beta": beta} | run.state.last_test)
+
+    plot_rate_distortion(run_dir / "rate_distortion.png", curves, title=f"{cfg.dataset}: test set")
+    write_json(run_dir / "results.json", {"curves": curves})
+    rows = [
+        [label, p["beta"], p["rate"], p["distortion"], p["mse"], p.get("sigma", float("nan")), p["negative_elbo"]]
+        for label, points in curves.items()
+        for p in points
+    ]
+    middle = f"decoupled-beta{sorted(cfg.betas)[len(cfg.betas) // 2]:g}"
+    report = [
+        "# vaelab demo: β on the rate only\n",
+        f"Data: `{cfg.dataset}`. Same MLP Gaussian VAE ({cfg.latent_dim} latents, hidden "
+        f"{cfg.hidden}), {cfg.epochs} epochs per β. The classic β-VAE minimises Σ(x−μ)² + β·KL, "
+        "which is the Gaussian likelihood with σ_x² = ½ fixed; the decoupled model learns σ_x, "
+        "so β weighs the rate against a calibrated likelihood (DESIGN §1a).\n",
+        "## Test set (per example, nats; distortion under each model's own σ_x)\n",
+        markdown_table(["regime", "β", "rate", "distortion", "MSE/dim", "σ_x", "−ELBO"], rows),
+        "\n![rate–distortion](rate_distortion.png)\n",
+        f"Reconstructions and samples of the decoupled model at the middle β (`{middle}/`):\n",
+        f"![reconstructions]({middle}/reconstructions.png)\n",
+        f"![samples]({middle}/samples.png)\n",
+    ]
+    atomic_write_text(run_dir / "report.md", "\n".join(report))
+    return {"curves": curves}

@@ -1,0 +1,88 @@
+"""Checkpoints as safetensors files: tensors plus JSON metadata, never pickle.
+
+Loading cannot execute code: a file that is not a valid safetensors file (a pickle, say) is
+refused with a `CheckpointError` before anything in it is interpreted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+from ..files import atomic_write_bytes
+
+_META_KEY = "vaelab"
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
+    """Atomically write `tensors` and JSON `metadata` to `path`."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = save_safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(metadata)})
+    atomic_write_bytes(path, data)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint written by `save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = json.loads((f.metadata() or {})[_META_KEY])
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # noqa: BLE001 — any parse failure means "not ours"
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not a valid vaelab safetensors checkpoint ({detail}); "
+            "refusing to load it"
+        ) from None
+    return tensors, metadata
+
+
+# --- optimiser state ↔ flat tensors + JSON ------------------------------------------------
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """Split an optimiser state dict into flat tensors and JSON-able structure."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entry in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def load_model_weights(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """Load 'model.*' tensors into `model`, failing with one line on any mismatch."""
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{source}: weights do not fit the model ({' '.join(first[1:2]).strip() or first[0]})"
+        ) from None

@@ -1,0 +1,261 @@
+"""One trainer for every model: Adam, progress bar, JSON-lines metrics, safetensors
+checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
+
+A model is any module whose forward(x) returns an object with `.loss` (per-example loss, [B])
+and `.sums()` (detached batch sums of the terms to log); see `models.vae.LossTerms`.
+
+Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the same one
+`DistributedSampler` draws — and the noise of step s on rank r comes from a generator seeded
+by (seed, s, r). A resumed run therefore continues bit for bit where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.base import ImageData, to_float
+from ..errors import ConfigError, TrainingDiverged
+from ..evaluation.elbo import evaluate
+from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
+from . import distributed
+from .checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+
+# Settings that may change between a run and its resumption.
+RESUMABLE_KEYS = {"epochs", "log_every", "checkpoint_every", "eval_every", "progress", "device"}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    seconds: float = 0.0  # training wall-clock of all sessions of this run
+    finished: bool = False
+    last_test: dict[str, float] = field(default_factory=dict)
+
+
+def step_seed(seed: int, step: int, rank: int, world_size: int) -> int:
+    return (seed * 1_000_003 + step * world_size + rank) % (2**63)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: ImageData,
+        test_data: ImageData | None,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        run_config: dict[str, Any],
+        placement: distributed.Placement | None = None,
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_config = run_config
+        self.placement = placement or distributed.setup(cfg.device)
+        self.device = self.placement.device
+        self.model = model.to(self.device)
+        self.train_images = train_data.images.to(self.device)
+        self.test_data = test_data
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=cfg.lr,
+            betas=tuple(cfg.adam_betas),
+            weight_decay=cfg.weight_decay,
+        )
+        self.sampler = DistributedSampler(
+            range(len(train_data)),
+            num_replicas=self.placement.world_size,
+            rank=self.placement.rank,
+            shuffle=True,
+            seed=cfg.seed,
+        )
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.state = TrainState()
+        self.wrapped = model
+        if self.placement.distributed:
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(model, device_ids=ids)
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    def save(self) -> None:
+        """Write the checkpoint (main process only); refuses non-finite weights."""
+        if not self.placement.is_main:
+            return
+        for name, p in self.model.state_dict().items():
+            if p.is_floating_point() and not torch.isfinite(p).all():
+                raise TrainingDiverged(
+                    f"step {self.state.step}: parameter {name!r} is not finite; checkpoint not written"
+                )
+        opt_tensors, opt_meta = optimizer_to_flat(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()} | opt_tensors
+        meta = {
+            "step": self.state.step,
+            "seconds": self.state.seconds,
+            "finished": self.state.finished,
+            "last_test": self.state.last_test,
+            "world_size": self.placement.world_size,
+            "optimizer": opt_meta,
+            "config": self.run_config,
+        }
+        save_checkpoint(self.checkpoint_path, tensors, meta)
+
+    def resume(self) -> bool:
+        """Restore model, optimiser and step from the run directory, if it holds a checkpoint."""
+        if not self.checkpoint_path.exists():
+            return False
+        tensors, meta = load_checkpoint(self.checkpoint_path)
+        check_same_run(meta.get("config", {}), self.run_config, self.run_dir)
+        load_model_weights(self.model, tensors, str(self.checkpoint_path))
+        optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+        self.state = TrainState(
+            step=meta["step"],
+            seconds=meta["seconds"],
+            finished=meta["finished"] and meta["step"] >= self.total_steps,
+            last_test=meta.get("last_test", {}),
+        )
+        if self.placement.is_main:  # drop metrics logged after the checkpoint
+            kept = [r for r in read_jsonl(self.run_dir / METRICS) if r.get("step", 0) <= self.state.step]
+            write_jsonl(self.run_dir / METRICS, kept)
+        return True
+
+    # --- training -----------------------------------------------------------------------
+
+    def fit(self) -> TrainState:
+        if self.placement.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(self.placement)
+        resumed = self.resume()
+        if self.placement.is_main:
+            write_json(self.run_dir / CONFIG, self.run_config)
+        if self.state.step >= self.total_steps:
+            if not self.state.finished:
+                self._finish()
+            return self.state
+
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="resume" if resumed else "train",
+            disable=not (self.cfg.progress and self.placement.is_main),
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        started = time.perf_counter() - self.state.seconds
+        bs = self.cfg.batch_size
+        while self.state.step < self.total_steps:
+            epoch, offset = divmod(self.state.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch)
+            order = torch.tensor(list(self.sampler), device=self.device)
+            for b in range(offset, self.steps_per_epoch):
+                x = to_float(self.train_images[order[b * bs : (b + 1) * bs]])
+                batch_sums, grad_norm = self._step(x)
+                for k, v in batch_sums.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += len(x)
+                self.state.step += 1
+                self.state.seconds = time.perf_counter() - started
+                bar.update(1)
+                step = self.state.step
+                if step % self.cfg.log_every == 0 or step == self.total_steps:
+                    record = {k: float(v) / count for k, v in sums.items()}
+                    self._log("train", epoch, record | {"grad_norm": float(grad_norm)})
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+                    sums, count = {}, 0
+                if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
+                    self.save()
+            if (epoch + 1) % self.cfg.eval_every == 0 and self.state.step < self.total_steps:
+                self._evaluate(epoch)
+        bar.close()
+        self._finish()
+        return self.state
+
+    def _step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        p = self.placement
+        torch.manual_seed(step_seed(self.cfg.seed, self.state.step, p.rank, p.world_size))
+        terms = self.wrapped(x)
+        loss = terms.loss.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        sums = terms.sums()
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self._diverged(sums, grad_norm)
+        self.optimizer.step()
+        return sums, grad_norm
+
+    def _diverged(self, sums: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
+        bad = [k for k, v in sums.items() if not torch.isfinite(v)]
+        what = f"loss term {bad[0]!r} is {float(sums[bad[0]])}" if bad else f"gradient norm is {float(grad_norm)}"
+        saved = "no checkpoint was written" if not self.checkpoint_path.exists() else "the last checkpoint is kept"
+        raise TrainingDiverged(
+            f"training diverged at step {self.state.step + 1}: {what}; weights not updated and "
+            f"{saved} (try a lower train.lr, train.grad_clip, or a higher model.log_sigma_min)"
+        )
+
+    def _evaluate(self, epoch: int) -> None:
+        if self.placement.is_main and self.test_data is not None:
+            self.state.last_test = evaluate(self.model, self.test_data, device=self.device)
+            self._log("test", epoch, self.state.last_test)
+        distributed.barrier(self.placement)
+
+    def _finish(self) -> None:
+        epoch = max(self.state.step - 1, 0) // self.steps_per_epoch
+        self._evaluate(epoch)
+        identical = distributed.replicas_identical(self.placement, self.model)
+        if self.placement.distributed:
+            self._log("replicas", epoch, {"identical": identical, "world_size": self.placement.world_size})
+            if not identical:
+                raise TrainingDiverged("DDP replicas hold different parameters after training")
+        self.state.finished = True
+        self.save()
+        distributed.barrier(self.placement)
+
+    def _log(self, split: str, epoch: int, values: dict[str, Any]) -> None:
+        if self.placement.is_main:
+            record = {"split": split, "step": self.state.step, "epoch": epoch, "seconds": round(self.state.seconds, 3)}
+            append_jsonl(self.run_dir / METRICS, record | values)
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run directory that holds a differently configured run."""
+    differ = sorted(
+        f"{section}.{key}"
+        for section in set(saved) | set(current)
+        for key in set(saved.get(section, {})) | set(current.get(section, {}))
+        if saved.get(section, {}).get(key) != current.get(section, {}).get(key)
+        and not (section == "train" and key in RESUMABLE_KEYS)
+    )
+    if differ:
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} holds a run with a different config "
+            f"({', '.join(differ[:5])}); use another run directory to start afresh"
+        )
