@@ -1,4 +1,5 @@
-"""The in-memory image data set every loader returns, and checks on what loaders read."""
+"""The in-memory image data set every loader returns, checks on what loaders read, and the
+seeded split for data sets without an official test set."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -80,6 +82,12 @@ def check_images(images: Tensor, source: str) -> None:
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
         raise DataError(f"{source}: pixel values must lie in [0, 1], found [{low:g}, {high:g}]")
+
+
+def random_split(n: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, test) indices: test is the first `n_test` of a random permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[n_test:], order[:n_test]
 
 
 def cache_dir() -> Path:

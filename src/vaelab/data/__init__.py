@@ -1,0 +1,35 @@
+"""Data sets, registered by name in ``DATASETS``, and ``load_data`` that every run uses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from ..registry import DATASETS
+from . import digits, dsprites, idx, image_folder  # noqa: F401  (fill the registry)
+from .base import ImageData, cache_dir
+
+__all__ = ["ImageData", "cache_dir", "load_data"]
+
+
+def load_data(cfg: DataConfig) -> tuple[ImageData, ImageData]:
+    """(train, test) of the data set `cfg.name`, limited, optionally binarised, and checked."""
+    train, test = DATASETS.get(cfg.name)(cfg)
+    train, test = train.limit(cfg.train_limit), test.limit(cfg.test_limit)
+    if cfg.binarize:
+        train, test = binarize(train), binarize(test)
+    # each ImageData checked its images (rank, NaN, range) when it was made
+    if train.shape != test.shape:
+        raise DataError(
+            f"{cfg.name}: train images are {list(train.shape)} but test images {list(test.shape)}"
+        )
+    return train, test
+
+
+def binarize(data: ImageData) -> ImageData:
+    """Pixels above 0.5 → 255, others → 0 (uint8), e.g. for a Bernoulli decoder."""
+    on = data.images > (0.5 if data.images.is_floating_point() else 127)  # uint8: v/255 > 0.5
+    return dataclasses.replace(data, images=on.to(torch.uint8).mul_(255))
