@@ -7,6 +7,7 @@ Errors the user can fix print one line and exit with code 2; an interrupted run 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, Config)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     run = train_run(cfg, run_dir)
-    if run.state and run.state.last_test:
+    if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun
         _print_metrics(run.state.last_test)
-    print(f"run directory: {run_dir}")
+        print(f"run directory: {run_dir}")
     return 0
 
 

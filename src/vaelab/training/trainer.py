@@ -92,6 +92,13 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.state = TrainState()
+        self.params = list(model.parameters())
+        # the generator behind torch.randn on this device (seeding it alone is cheap)
+        self.noise = (
+            torch.cuda.default_generators[self.device.index]
+            if self.device.type == "cuda"
+            else torch.default_generator
+        )
         self.wrapped = model
         if self.placement.distributed:
             ids = [self.device] if self.device.type == "cuda" else None
@@ -199,13 +206,13 @@ class Trainer:
 
     def _step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         p = self.placement
-        torch.manual_seed(step_seed(self.cfg.seed, self.state.step, p.rank, p.world_size))
+        self.noise.manual_seed(step_seed(self.cfg.seed, self.state.step, p.rank, p.world_size))
         terms = self.wrapped(x)
         loss = terms.loss.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         sums = terms.sums()
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             self._diverged(sums, grad_norm)

@@ -1,0 +1,194 @@
+"""The trainer: learning, exact resume after SIGKILL, refusing unsafe checkpoints, the NaN guard."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_env
+from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
+from vaelab.data import load_data
+from vaelab.data.base import ImageData
+from vaelab.errors import CheckpointError, TrainingDiverged
+from vaelab.evaluation import evaluate
+from vaelab.models import build_vae
+from vaelab.runs import load_run, seed_everything, train_run
+from vaelab.training import CHECKPOINT, METRICS, Trainer, load_checkpoint
+
+TINY_MODEL = ["model.latent_dim=4", "model.hidden=[32]"]
+
+
+def small_config(**train) -> Config:
+    settings = dict(epochs=3, batch_size=64, progress=False, log_every=10, checkpoint_every=20, device="cpu")
+    return Config(
+        data=DataConfig(name="digits", train_limit=600),
+        model=ModelConfig(latent_dim=4, hidden=[32]),
+        train=TrainConfig(**(settings | train)),
+    )
+
+
+def model_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(run_dir / CHECKPOINT)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def test_training_on_digits_lowers_the_negative_elbo(tmp_path):
+    cfg = small_config(epochs=15, lr=3e-3)
+    train, test = load_data(cfg.data)
+    seed_everything(0)
+    before = evaluate(build_vae(cfg.model, train.shape), test)["negative_elbo"]
+    run = train_run(cfg, tmp_path / "run")
+    after = run.state.last_test["negative_elbo"]
+    assert after < before - 20, (before, after)  # nats per example
+    # the run directory holds what a run promises
+    for name in (CHECKPOINT, METRICS, "config.json", "report.md", "reconstructions.png", "samples.png", "eval.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    # and reloads into the same numbers
+    assert evaluate(load_run(tmp_path / "run", device="cpu").model, test)["negative_elbo"] == pytest.approx(after)
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = train_run(small_config(epochs=1), tmp_path / "a", report=False)
+    b = train_run(small_config(epochs=1), tmp_path / "b", report=False)
+    assert a.state.last_test == b.state.last_test
+    for k, v in model_tensors(tmp_path / "a").items():
+        assert torch.equal(v, model_tensors(tmp_path / "b")[k]), k
+
+
+def write_config(path: Path, epochs: int) -> Path:
+    path.write_text(
+        "[data]\nname = 'digits'\n"
+        "[model]\nlatent_dim = 4\nhidden = [64]\n"
+        f"[train]\nepochs = {epochs}\nbatch_size = 32\ncheckpoint_every = 25\nlog_every = 25\n"
+        "progress = false\ndevice = 'cpu'\n"
+    )
+    return path
+
+
+def vaelab_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vaelab", *args]
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
+    config = write_config(tmp_path / "cfg.toml", epochs=40)  # 47 steps/epoch → 1880 steps
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(vaelab_cmd("train", str(config), "--run-dir", str(straight)), check=True, env=run_env(), capture_output=True)
+
+    proc = subprocess.Popen(vaelab_cmd("train", str(config), "--run-dir", str(killed)), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a few checkpoints have been written
+        records = [json.loads(line) for line in (killed / METRICS).read_text().splitlines()] if (killed / METRICS).exists() else []
+        if records and records[-1]["step"] >= 300:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    _, meta = load_checkpoint(killed / CHECKPOINT)
+    assert not meta["finished"] and 0 < meta["step"] < 1880, meta["step"]  # really killed mid-run
+
+    resumed = subprocess.run(vaelab_cmd("train", str(config), "--run-dir", str(killed)), env=run_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = model_tensors(straight), model_tensors(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    steps = [r["step"] for r in map(json.loads, (killed / METRICS).read_text().splitlines()) if r["split"] == "train"]
+    assert steps == sorted(set(steps)), "metrics repeat steps after resume"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = None
+
+
+def test_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path):
+    global MARKER
+    MARKER = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CHECKPOINT).write_bytes(pickle.dumps({"model": _Payload()}))
+    # torch.save-style zip pickles are refused just the same
+    torch.save({"model": _Payload()}, tmp_path / "zip.safetensors")
+
+    for path in (run_dir / CHECKPOINT, tmp_path / "zip.safetensors"):
+        with pytest.raises(CheckpointError, match="not a valid vaelab safetensors checkpoint"):
+            load_checkpoint(path)
+    for args in (("eval", str(run_dir)), ("train", str(write_config(tmp_path / "c.toml", 1)), "--run-dir", str(run_dir))):
+        proc = subprocess.run(vaelab_cmd(*args), env=run_env(), capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0 and "refusing to load" in proc.stderr
+    assert not MARKER.exists(), "the pickle payload ran"
+
+
+@dataclass
+class _Terms:
+    loss: torch.Tensor
+
+    def sums(self):
+        return {"loss": self.loss.detach().sum()}
+
+
+class _ExplodesAtStep(nn.Module):
+    """A model whose loss turns NaN at a given step."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        loss = (x.flatten(1).sum(1) * self.w) ** 2
+        return _Terms(loss * float("nan") if self.calls >= self.at else loss)
+
+
+def test_nan_guard_stops_with_step_and_term_and_writes_no_nan_weights(tmp_path):
+    data = ImageData("toy", torch.rand(64, 1, 2, 2))
+    cfg = TrainConfig(epochs=10, batch_size=8, checkpoint_every=5, progress=False, device="cpu")
+    model = _ExplodesAtStep(at=13)
+    trainer = Trainer(model, data, None, cfg, tmp_path, {"train": {}})
+    with pytest.raises(TrainingDiverged, match=r"step 13: loss term 'loss' is nan"):
+        trainer.fit()
+    tensors, meta = load_checkpoint(tmp_path / CHECKPOINT)
+    assert meta["step"] == 10 and all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_resuming_with_a_different_model_config_is_refused(tmp_path):
+    train_run(small_config(epochs=1), tmp_path / "run", report=False)
+    other = small_config(epochs=2)
+    other.model.latent_dim = 5
+    with pytest.raises(Exception, match="different config.*model.latent_dim"):
+        train_run(other, tmp_path / "run", report=False)
+    # a longer budget is allowed: training continues where it stopped
+    longer = train_run(small_config(epochs=2), tmp_path / "run", report=False)
+    assert longer.state.step == 2 * 10
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_two_processes_keep_replicas_identical(tmp_path):
+    config = write_config(tmp_path / "cfg.toml", epochs=2)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "vaelab", "train", str(config), "--run-dir", str(tmp_path / "ddp"),
+    ]
+    proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / METRICS).read_text().splitlines()]
+    check = [r for r in records if r["split"] == "replicas"]
+    assert check and check[-1]["identical"] is True and check[-1]["world_size"] == 2
+    steps = max(r["step"] for r in records)
+    assert steps == 2 * 24  # 1500 examples over 2 ranks, batch 32 per rank: 24 steps per epoch
+    assert records[-2]["split"] == "test" and records[-2]["negative_elbo"] < 200
