@@ -31,7 +31,7 @@ class DemoConfig:
     dataset: str = "digits"
     latent_dim: int = at_least(1, default=8)
     hidden: list[int] = field(default_factory=lambda: [256, 128])
-    epochs: int = at_least(1, default=150)
+    epochs: int = at_least(1, default=100)
     batch_size: int = at_least(1, default=64)
     lr: float = at_least(0.0, strict=True, default=1e-3)
     seed: int = 0
