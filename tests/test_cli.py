@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_env
+
 from vaelab.cli import main
 from vaelab.training import CHECKPOINT
 
@@ -36,28 +36,96 @@ BAD = {
     "no command": (lambda t, g: [], "required"),
     "unknown command": (lambda t, g: ["trian"], "invalid choice"),
     "missing config file": (lambda t, g: ["train", str(t / "nope.toml")], "does not exist"),
-    "config with unsupported suffix": (lambda t, g: ["train", write(t, "c.ini", "x=1")], "use .toml"),
-    "malformed TOML": (lambda t, g: ["train", write(t, "bad.toml", "[model\nbeta = 1")], "malformed"),
+    "config with unsupported suffix": (
+        lambda t, g: ["train", write(t, "c.ini", "x=1")],
+        "use .toml",
+    ),
+    "malformed TOML": (
+        lambda t, g: ["train", write(t, "bad.toml", "[model\nbeta = 1")],
+        "malformed",
+    ),
     "malformed YAML": (lambda t, g: ["train", write(t, "bad.yaml", "model: [1, 2\n")], "malformed"),
-    "YAML that is not a mapping": (lambda t, g: ["train", write(t, "list.yaml", "- 1\n- 2\n")], "mapping"),
-    "unknown key with suggestion": (lambda t, g: ["train", str(g), "--set", "model.latnt_dim=3"], 'did you mean "latent_dim"'),
-    "unknown section": (lambda t, g: ["train", write(t, "s.toml", "[modle]\nbeta = 1\n")], 'did you mean "model"'),
-    "wrong type": (lambda t, g: ["train", str(g), "--set", "model.latent_dim=abc"], "model.latent_dim: expected an integer"),
-    "bool where a number is expected": (lambda t, g: ["train", str(g), "--set", "model.beta=true"], "model.beta: expected a number"),
-    "wrong list element type": (lambda t, g: ["train", str(g), "--set", "model.hidden=[64, x]"], "model.hidden[1]"),
-    "out of range": (lambda t, g: ["train", str(g), "--set", "train.lr=-1"], "train.lr: must be > 0"),
-    "negative beta": (lambda t, g: ["train", str(g), "--set", "model.beta=-0.5"], "model.beta: must be ≥ 0"),
+    "YAML that is not a mapping": (
+        lambda t, g: ["train", write(t, "list.yaml", "- 1\n- 2\n")],
+        "mapping",
+    ),
+    "unknown key with suggestion": (
+        lambda t, g: ["train", str(g), "--set", "model.latnt_dim=3"],
+        'did you mean "latent_dim"',
+    ),
+    "unknown section": (
+        lambda t, g: ["train", write(t, "s.toml", "[modle]\nbeta = 1\n")],
+        'did you mean "model"',
+    ),
+    "wrong type": (
+        lambda t, g: ["train", str(g), "--set", "model.latent_dim=abc"],
+        "model.latent_dim: expected an integer",
+    ),
+    "bool where a number is expected": (
+        lambda t, g: ["train", str(g), "--set", "model.beta=true"],
+        "model.beta: expected a number",
+    ),
+    "wrong list element type": (
+        lambda t, g: ["train", str(g), "--set", "model.hidden=[64, x]"],
+        "model.hidden[1]",
+    ),
+    "out of range": (
+        lambda t, g: ["train", str(g), "--set", "train.lr=-1"],
+        "train.lr: must be > 0",
+    ),
+    "negative beta": (
+        lambda t, g: ["train", str(g), "--set", "model.beta=-0.5"],
+        "model.beta: must be ≥ 0",
+    ),
     "non-finite number": (lambda t, g: ["train", str(g), "--set", "model.sigma=.nan"], "finite"),
-    "unknown dataset": (lambda t, g: ["train", str(g), "--set", "data.name=fashion"], 'did you mean "fashion-mnist"'),
-    "unknown sigma mode": (lambda t, g: ["train", str(g), "--set", "model.sigma_mode=learned"], "unknown sigma mode"),
-    "override without =": (lambda t, g: ["train", str(g), "--set", "model.beta"], "expected KEY=VALUE"),
-    "override into a value": (lambda t, g: ["train", str(g), "--set", "model.beta.x=1"], "model.beta: expected a number"),
-    "missing data folder": (lambda t, g: ["train", str(g), "--set", "data.name=mnist", "--set", f"data.path={t / 'none'}"], "mnist"),
-    "conv layers that do not fit the image": (lambda t, g: ["train", str(g), "--set", "model.network=conv", "--set", "model.channels=[8,8,8,8]"], "divisible"),
+    "unknown dataset": (
+        lambda t, g: ["train", str(g), "--set", "data.name=fashion"],
+        'did you mean "fashion-mnist"',
+    ),
+    "unknown sigma mode": (
+        lambda t, g: ["train", str(g), "--set", "model.sigma_mode=learned"],
+        "unknown sigma mode",
+    ),
+    "override without =": (
+        lambda t, g: ["train", str(g), "--set", "model.beta"],
+        "expected KEY=VALUE",
+    ),
+    "override into a value": (
+        lambda t, g: ["train", str(g), "--set", "model.beta.x=1"],
+        "model.beta: expected a number",
+    ),
+    "missing data folder": (
+        lambda t, g: [
+            "train",
+            str(g),
+            "--set",
+            "data.name=mnist",
+            "--set",
+            f"data.path={t / 'none'}",
+        ],
+        "mnist",
+    ),
+    "conv layers that do not fit the image": (
+        lambda t, g: [
+            "train",
+            str(g),
+            "--set",
+            "model.network=conv",
+            "--set",
+            "model.channels=[8,8,8,8]",
+        ],
+        "divisible",
+    ),
     "eval of a missing run": (lambda t, g: ["eval", str(t / "no-run")], "does not exist"),
-    "eval of a corrupt checkpoint": (lambda t, g: ["eval", _corrupt_run(t)], "not a valid vaelab safetensors checkpoint"),
+    "eval of a corrupt checkpoint": (
+        lambda t, g: ["eval", _corrupt_run(t)],
+        "not a valid vaelab safetensors checkpoint",
+    ),
     "unknown experiment": (lambda t, g: ["run", "gmm-tyo"], "unknown experiment"),
-    "unknown experiment setting": (lambda t, g: ["demo", "--set", "epoch=3"], 'did you mean "epochs"'),
+    "unknown experiment setting": (
+        lambda t, g: ["demo", "--set", "epoch=3"],
+        'did you mean "epochs"',
+    ),
 }
 
 
@@ -80,8 +148,16 @@ def test_bad_invocation_gives_one_error_line_and_exit_code_2(case, tmp_path, goo
 
 def test_bad_invocation_in_a_real_process(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "vaelab", "train", write(tmp_path, "c.toml", "[train]\nepochs = 0\n")],
-        capture_output=True, text=True, env=run_env(),
+        [
+            sys.executable,
+            "-m",
+            "vaelab",
+            "train",
+            write(tmp_path, "c.toml", "[train]\nepochs = 0\n"),
+        ],
+        capture_output=True,
+        text=True,
+        env=run_env(),
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "vaelab: error: train.epochs: must be ≥ 1, got 0"
@@ -96,5 +172,8 @@ def test_corrupt_image_file_is_refused(tmp_path, capsys):
     for i in range(3):
         Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / f"{i}.png")
     (folder / "broken.png").write_bytes(b"not a png")
-    code, err = run_cli(["train", write(tmp_path, "c.toml", f"[data]\nname = 'image-folder'\npath = '{folder}'\n")], capsys)
+    code, err = run_cli(
+        ["train", write(tmp_path, "c.toml", f"[data]\nname = 'image-folder'\npath = '{folder}'\n")],
+        capsys,
+    )
     assert code == 2 and "broken.png" in err and len(err.splitlines()) == 1

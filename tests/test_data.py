@@ -89,8 +89,9 @@ def test_idx_found_under_vaelab_data(tmp_path, no_data_env, monkeypatch):
 def test_read_idx_other_type_and_dims(tmp_path):
     array = np.arange(24, dtype=">i4").reshape(2, 3, 4)
     path = tmp_path / "x.idx"
-    path.write_bytes(bytes([0, 0, 0x0C, 3]) + b"".join(d.to_bytes(4, "big") for d in (2, 3, 4))
-                     + array.tobytes())
+    path.write_bytes(
+        bytes([0, 0, 0x0C, 3]) + b"".join(d.to_bytes(4, "big") for d in (2, 3, 4)) + array.tobytes()
+    )
     out = read_idx(path)
     assert out.shape == (2, 3, 4) and np.array_equal(out, array) and out.flags.writeable
 
@@ -130,8 +131,12 @@ def test_missing_folder_lists_every_place(tmp_path, no_data_env, monkeypatch):
         load_data(DataConfig(name="fashion-mnist"))
     message = str(err.value)
     assert "\n" not in message
-    for place in ("$VAELAB_FASHION_MNIST=", str(tmp_path / "nowhere"),
-                  str(tmp_path / "data" / "fashion-mnist"), str(SYSTEM_FASHION)):
+    for place in (
+        "$VAELAB_FASHION_MNIST=",
+        str(tmp_path / "nowhere"),
+        str(tmp_path / "data" / "fashion-mnist"),
+        str(SYSTEM_FASHION),
+    ):
         assert place in message
     assert "data.path=FOLDER" in message and "train-images-idx3-ubyte.gz" in message
 
@@ -178,9 +183,19 @@ def test_dsprites_grid_and_index_order():
     assert dsprites.NUM_IMAGES == 737280
     assert np.allclose(dsprites.FACTOR_VALUES[1], np.linspace(0.5, 1, 6))
     assert np.isclose(dsprites.FACTOR_VALUES[2][-1], 2 * np.pi)
-    index = dsprites.index_of(np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0],
-                                        [0, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 0, 0, 0],
-                                        [2, 5, 39, 31, 31]]))
+    index = dsprites.index_of(
+        np.array(
+            [
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 1],
+                [0, 0, 0, 1, 0],
+                [0, 0, 1, 0, 0],
+                [0, 1, 0, 0, 0],
+                [1, 0, 0, 0, 0],
+                [2, 5, 39, 31, 31],
+            ]
+        )
+    )
     assert index.tolist() == [0, 1, 32, 1024, 40960, 245760, 737279]
     some = np.random.default_rng(0).integers(0, dsprites.NUM_IMAGES, 100)
     assert np.array_equal(dsprites.index_of(dsprites.classes_of(some)), some)
@@ -189,8 +204,15 @@ def test_dsprites_grid_and_index_order():
 
 
 def test_dsprites_render_is_binary_and_inside():
-    classes = np.array([[s, 5, o, x, y] for s in range(3) for o in range(0, 40, 3)
-                        for x in (0, 31) for y in (0, 31)])
+    classes = np.array(
+        [
+            [s, 5, o, x, y]
+            for s in range(3)
+            for o in range(0, 40, 3)
+            for x in (0, 31)
+            for y in (0, 31)
+        ]
+    )
     images = dsprites.render(classes)
     assert images.shape == (len(classes), 1, 64, 64) and images.dtype == np.uint8
     assert set(np.unique(images)) == {0, 255}
@@ -203,7 +225,8 @@ def test_dsprites_render_is_binary_and_inside():
 @pytest.mark.parametrize("shape", [0, 1, 2])
 def test_dsprites_size_grows_with_scale(shape):
     counts = (dsprites.render(rows(shape=shape, orientation=0, posX=16, posY=16)) > 0).sum(
-        (1, 2, 3))
+        (1, 2, 3)
+    )
     assert (np.diff(counts) > 0).all()
     if shape == 0:  # the scale-1 square is 18 px wide, the scale-0.5 one 9 px
         assert counts[-1] == 18 * 18 and abs(counts[0] - 81) <= 9
@@ -249,7 +272,8 @@ def test_dsprites_loader_split(monkeypatch):
     assert train.factors.dtype == torch.int64 and torch.equal(train.labels, train.factors[:, 0])
     assert np.array_equal(train.images.numpy(), dsprites.render(train.factors.numpy()))
     assert not set(dsprites.index_of(train.factors.numpy())) & set(
-        dsprites.index_of(test.factors.numpy()))
+        dsprites.index_of(test.factors.numpy())
+    )
     again, _ = load_data(cfg)
     assert torch.equal(again.factors, train.factors)
     assert np.array_equal(dsprites.images_at(test.factors[:5].numpy()), test.images[:5].numpy())
@@ -269,8 +293,9 @@ def test_digits():
 
 
 def test_limits_and_binarize():
-    train, test = load_data(DataConfig(name="digits", train_limit=100, test_limit=10,
-                                       binarize=True))
+    train, test = load_data(
+        DataConfig(name="digits", train_limit=100, test_limit=10, binarize=True)
+    )
     assert (len(train), len(test)) == (100, 10)
     assert train.images.dtype == torch.uint8 and set(train.images.unique().tolist()) == {0, 255}
     plain, _ = load_data(DataConfig(name="digits", train_limit=100))
@@ -306,8 +331,9 @@ def test_image_folder_split_colour_and_resize(tmp_path):
     train, test = load_data(DataConfig(name="image-folder", path=str(tmp_path), image_size=6))
     assert (len(train), len(test)) == (18, 2) and train.labels is None
     assert train.shape == (3, 6, 6)  # one colour image makes all RGB
-    grey, _ = load_data(DataConfig(name="image-folder", path=str(tmp_path), image_size=6,
-                                   channels=1))
+    grey, _ = load_data(
+        DataConfig(name="image-folder", path=str(tmp_path), image_size=6, channels=1)
+    )
     assert grey.shape == (1, 6, 6)
 
 

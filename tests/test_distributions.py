@@ -58,7 +58,9 @@ def test_optimal_image_distortion_is_half_d_one_plus_log_2pi_mse():
     for i in range(len(x)):
         for factor in (0.9, 1.1):
             sigma = factor * mse_i[i].sqrt().item()
-            worse = GaussianLikelihood(SHAPE, "fixed", sigma=sigma)(x[i : i + 1], mean[:, i : i + 1]).nll
+            worse = GaussianLikelihood(SHAPE, "fixed", sigma=sigma)(
+                x[i : i + 1], mean[:, i : i + 1]
+            ).nll
             assert worse.item() > rec.nll[i].item()
 
 
@@ -67,7 +69,9 @@ def test_gaussian_nll_matches_torch_normal_for_per_pixel_and_amortized_sigma():
     log_sigma = torch.randn(SHAPE) * 0.3 - 1.0
     lik = GaussianLikelihood(SHAPE, "learned-pixel", log_sigma_min=NO_BOUND)
     lik.sigma_mode.raw.data.copy_(log_sigma)
-    expected = -torch.distributions.Normal(mean, log_sigma.exp()).log_prob(x).flatten(2).sum(-1).mean(0)
+    expected = (
+        -torch.distributions.Normal(mean, log_sigma.exp()).log_prob(x).flatten(2).sum(-1).mean(0)
+    )
     torch.testing.assert_close(lik(x, mean).nll, expected)
 
     amortized = GaussianLikelihood(SHAPE, "amortized", log_sigma_min=NO_BOUND)
@@ -119,13 +123,17 @@ def test_log_densities_match_torch_distributions():
     z = torch.randn(7, 4, 3, generator=g)
     ref = torch.distributions.Normal(q.mean, q.std).log_prob(z).sum(-1)
     torch.testing.assert_close(q.log_prob(z), ref)
-    torch.testing.assert_close(StandardNormal(3).log_prob(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))
+    torch.testing.assert_close(
+        StandardNormal(3).log_prob(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    )
 
 
 @pytest.mark.parametrize("beta", [0.1, 2.0])
 def test_classic_beta_vae_equals_gaussian_with_sigma_squared_beta_over_two(beta):
     """Σ(x−μ)² + β·KL has the gradients of −ELBO with fixed σ² = β/2, times β = 2σ²."""
-    cfg = ModelConfig(latent_dim=3, hidden=[16], sigma_mode="fixed", sigma=math.sqrt(beta / 2), beta=1.0)
+    cfg = ModelConfig(
+        latent_dim=3, hidden=[16], sigma_mode="fixed", sigma=math.sqrt(beta / 2), beta=1.0
+    )
     torch.manual_seed(0)
     model = build_vae(cfg, SHAPE)
     x = torch.rand(8, *SHAPE)
@@ -139,7 +147,9 @@ def test_classic_beta_vae_equals_gaussian_with_sigma_squared_beta_over_two(beta)
     def classic():
         q = model.encode(x)
         mean = model.likelihood.mean(model.decode(q.rsample(1)))
-        return (((x - mean) ** 2).flatten(2).sum(-1).mean(0) + beta * kl_divergence(q, model.prior)).sum()
+        return (
+            ((x - mean) ** 2).flatten(2).sum(-1).mean(0) + beta * kl_divergence(q, model.prior)
+        ).sum()
 
     g_classic = grads(classic)
     g_gauss = grads(lambda: model(x).loss.sum())
@@ -150,4 +160,6 @@ def test_classic_beta_vae_equals_gaussian_with_sigma_squared_beta_over_two(beta)
     c = classic().item()
     torch.manual_seed(5)
     nelbo = model(x).loss.sum().item()
-    assert c == pytest.approx(beta * (nelbo - len(x) * (D / 2) * math.log(2 * math.pi * beta / 2)), rel=1e-4)
+    assert c == pytest.approx(
+        beta * (nelbo - len(x) * (D / 2) * math.log(2 * math.pi * beta / 2)), rel=1e-4
+    )

@@ -1,6 +1,5 @@
 """The trainer: learning, exact resume after SIGKILL, refusing unsafe checkpoints, the NaN guard."""
 
-import json
 import os
 import pickle
 import signal
@@ -12,14 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_env
 from torch import nn
 
-from conftest import run_env
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.data.base import ImageData
 from vaelab.errors import CheckpointError, TrainingDiverged
 from vaelab.evaluation import evaluate
+from vaelab.files import read_jsonl
 from vaelab.models import build_vae
 from vaelab.runs import load_run, seed_everything, train_run
 from vaelab.training import CHECKPOINT, METRICS, Trainer, load_checkpoint
@@ -28,7 +28,9 @@ TINY_MODEL = ["model.latent_dim=4", "model.hidden=[32]"]
 
 
 def small_config(**train) -> Config:
-    settings = dict(epochs=3, batch_size=64, progress=False, log_every=10, checkpoint_every=20, device="cpu")
+    settings = dict(
+        epochs=3, batch_size=64, progress=False, log_every=10, checkpoint_every=20, device="cpu"
+    )
     return Config(
         data=DataConfig(name="digits", train_limit=600),
         model=ModelConfig(latent_dim=4, hidden=[32]),
@@ -50,10 +52,20 @@ def test_training_on_digits_lowers_the_negative_elbo(tmp_path):
     after = run.state.last_test["negative_elbo"]
     assert after < before - 20, (before, after)  # nats per example
     # the run directory holds what a run promises
-    for name in (CHECKPOINT, METRICS, "config.json", "report.md", "reconstructions.png", "samples.png", "eval.json"):
+    for name in (
+        CHECKPOINT,
+        METRICS,
+        "config.json",
+        "report.md",
+        "reconstructions.png",
+        "samples.png",
+        "eval.json",
+    ):
         assert (tmp_path / "run" / name).exists(), name
     # and reloads into the same numbers
-    assert evaluate(load_run(tmp_path / "run", device="cpu").model, test)["negative_elbo"] == pytest.approx(after)
+    assert evaluate(load_run(tmp_path / "run", device="cpu").model, test)[
+        "negative_elbo"
+    ] == pytest.approx(after)
 
 
 def test_same_seed_same_numbers(tmp_path):
@@ -81,12 +93,22 @@ def vaelab_cmd(*args: str) -> list[str]:
 def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     config = write_config(tmp_path / "cfg.toml", epochs=40)  # 47 steps/epoch → 1880 steps
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(vaelab_cmd("train", str(config), "--run-dir", str(straight)), check=True, env=run_env(), capture_output=True)
+    subprocess.run(
+        vaelab_cmd("train", str(config), "--run-dir", str(straight)),
+        check=True,
+        env=run_env(),
+        capture_output=True,
+    )
 
-    proc = subprocess.Popen(vaelab_cmd("train", str(config), "--run-dir", str(killed)), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        vaelab_cmd("train", str(config), "--run-dir", str(killed)),
+        env=run_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a few checkpoints have been written
-        records = [json.loads(line) for line in (killed / METRICS).read_text().splitlines()] if (killed / METRICS).exists() else []
+        records = read_jsonl(killed / METRICS)  # skips a line torn mid-write
         if records and records[-1]["step"] >= 300:
             break
         time.sleep(0.02)
@@ -96,13 +118,22 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     _, meta = load_checkpoint(killed / CHECKPOINT)
     assert not meta["finished"] and 0 < meta["step"] < 1880, meta["step"]  # really killed mid-run
 
-    resumed = subprocess.run(vaelab_cmd("train", str(config), "--run-dir", str(killed)), env=run_env(), capture_output=True, text=True)
+    resumed = subprocess.run(
+        vaelab_cmd("train", str(config), "--run-dir", str(killed)),
+        env=run_env(),
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = model_tensors(straight), model_tensors(killed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
-    steps = [r["step"] for r in map(json.loads, (killed / METRICS).read_text().splitlines()) if r["split"] == "train"]
+    steps = [
+        r["step"]
+        for r in read_jsonl(killed / METRICS)
+        if r["split"] == "train"
+    ]
     assert steps == sorted(set(steps)), "metrics repeat steps after resume"
 
 
@@ -126,7 +157,10 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path):
     for path in (run_dir / CHECKPOINT, tmp_path / "zip.safetensors"):
         with pytest.raises(CheckpointError, match="not a valid vaelab safetensors checkpoint"):
             load_checkpoint(path)
-    for args in (("eval", str(run_dir)), ("train", str(write_config(tmp_path / "c.toml", 1)), "--run-dir", str(run_dir))):
+    for args in (
+        ("eval", str(run_dir)),
+        ("train", str(write_config(tmp_path / "c.toml", 1)), "--run-dir", str(run_dir)),
+    ):
         proc = subprocess.run(vaelab_cmd(*args), env=run_env(), capture_output=True, text=True)
         assert proc.returncode == 2
         assert proc.stderr.strip().count("\n") == 0 and "refusing to load" in proc.stderr
@@ -181,12 +215,21 @@ def test_resuming_with_a_different_model_config_is_refused(tmp_path):
 def test_torchrun_two_processes_keep_replicas_identical(tmp_path):
     config = write_config(tmp_path / "cfg.toml", epochs=2)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "vaelab", "train", str(config), "--run-dir", str(tmp_path / "ddp"),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vaelab",
+        "train",
+        str(config),
+        "--run-dir",
+        str(tmp_path / "ddp"),
     ]
     proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.loads(line) for line in (tmp_path / "ddp" / METRICS).read_text().splitlines()]
+    records = read_jsonl(tmp_path / "ddp" / METRICS)
     check = [r for r in records if r["split"] == "replicas"]
     assert check and check[-1]["identical"] is True and check[-1]["world_size"] == 2
     steps = max(r["step"] for r in records)

@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaelab", description="Variational autoencoders done carefully.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a VAE from a TOML/YAML config (resumes a run directory)")
+    p = sub.add_parser(
+        "train", help="train a VAE from a TOML/YAML config (resumes a run directory)"
+    )
     p.add_argument("config", help="config file (.toml, .yaml, .json)")
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     _add_overrides(p)

@@ -48,7 +48,9 @@ def train_run(cfg: Config, run_dir: str | Path, report: bool = True) -> Run:
         train_data, test_data = load_data(cfg.data)
         seed_everything(cfg.train.seed)
         model = build_vae(cfg.model, train_data.shape)
-        trainer = Trainer(model, train_data, test_data, cfg.train, run_dir, cfg.to_dict(), placement)
+        trainer = Trainer(
+            model, train_data, test_data, cfg.train, run_dir, cfg.to_dict(), placement
+        )
         state = trainer.fit()
         run = Run(run_dir, cfg, model, test_data, state)
         if report and placement.is_main:
@@ -71,7 +73,9 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Run:
     return Run(run_dir, cfg, model, test_data, state)
 
 
-def write_run_report(run: Run, metrics: dict[str, float] | None = None, n_images: int = 32) -> dict[str, float]:
+def write_run_report(
+    run: Run, metrics: dict[str, float] | None = None, n_images: int = 32
+) -> dict[str, float]:
     """Test metrics (eval.json), reconstruction and sample grids, and report.md."""
     model, data = run.model, run.test_data
     metrics = metrics or evaluate(model, data)
@@ -81,7 +85,9 @@ def write_run_report(run: Run, metrics: dict[str, float] | None = None, n_images
     save_reconstructions(run.run_dir / "reconstructions.png", x, model.reconstruct(x))
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        save_image_grid(run.run_dir / "samples.png", model.generate(n_images), title="decoder means of z ~ p(z)")
+        save_image_grid(
+            run.run_dir / "samples.png", model.generate(n_images), title="decoder means of z ~ p(z)"
+        )
     m = run.config.model
     lines = [
         f"# vaelab run `{run.run_dir.name}`\n",

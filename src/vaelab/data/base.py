@@ -32,9 +32,7 @@ class ImageData:
         check_images(self.images, self.name)
         for what, t in (("labels", self.labels), ("factors", self.factors)):
             if t is not None and len(t) != len(self.images):
-                raise DataError(
-                    f"{self.name}: {len(t)} {what} for {len(self.images)} images"
-                )
+                raise DataError(f"{self.name}: {len(t)} {what} for {len(self.images)} images")
 
     def __len__(self) -> int:
         return len(self.images)

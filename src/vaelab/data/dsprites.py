@@ -185,7 +185,9 @@ def packed_images() -> np.ndarray:
     try:
         bits = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise DataError(f"dsprites: unreadable cache {path} ({exc}); delete it to regenerate")
+        raise DataError(
+            f"dsprites: unreadable cache {path} ({exc}); delete it to regenerate"
+        ) from None
     if bits.shape != (NUM_IMAGES, IMAGE_SIZE * IMAGE_SIZE // 8) or bits.dtype != np.uint8:
         raise DataError(f"dsprites: cache {path} has the wrong shape; delete it to regenerate")
     return bits

@@ -105,8 +105,10 @@ def load_idx_split(name: str, folder: Path, split: str) -> ImageData:
     image_file, label_file = (find_idx(folder, stem) for stem in SPLIT_FILES[split])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{image_file}: expected uint8 images [N, H, W], got {images.dtype} "
-                        f"{list(images.shape)}")
+        raise DataError(
+            f"{image_file}: expected uint8 images [N, H, W], got {images.dtype} "
+            f"{list(images.shape)}"
+        )
     if labels.ndim != 1:
         raise DataError(f"{label_file}: expected labels [N], got {list(labels.shape)}")
     if len(labels) != len(images):

@@ -120,7 +120,7 @@ class AmortizedSigma(SigmaMode):
 
 @LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(nn.Module):
-    """N(x; μ(z), σ_x²) with σ_x from the chosen mode; decoder outputs μ (and log σ if amortized)."""
+    """N(x; μ(z), σ_x²), σ_x by the chosen mode; the decoder outputs μ (and log σ if amortized)."""
 
     def __init__(
         self,

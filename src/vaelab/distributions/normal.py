@@ -44,7 +44,9 @@ class DiagonalGaussian:
 
     def rsample(self, samples: int = 1) -> Tensor:
         """Reparameterised samples z = μ + σ·ε, shape [samples, *batch, latent]."""
-        eps = torch.randn((samples, *self.mean.shape), dtype=self.mean.dtype, device=self.mean.device)
+        eps = torch.randn(
+            (samples, *self.mean.shape), dtype=self.mean.dtype, device=self.mean.device
+        )
         return self.mean + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:

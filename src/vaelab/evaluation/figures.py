@@ -33,7 +33,9 @@ def tile(images: torch.Tensor, ncol: int) -> np.ndarray:
     canvas = torch.ones(c, rows * (h + 1) + 1, ncol * (w + 1) + 1)
     for i, img in enumerate(images):
         r, k = divmod(i, ncol)
-        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = img
+        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = (
+            img
+        )
     array = canvas.permute(1, 2, 0).numpy()
     return array[..., 0] if c == 1 else array
 
@@ -49,14 +51,18 @@ def save_image_grid(path: str | Path, images: torch.Tensor, ncol: int = 8, title
     save_figure(fig, path)
 
 
-def save_reconstructions(path: str | Path, originals: torch.Tensor, recons: torch.Tensor, title: str = "") -> None:
+def save_reconstructions(
+    path: str | Path, originals: torch.Tensor, recons: torch.Tensor, title: str = ""
+) -> None:
     """Rows of originals above their reconstructions."""
     n = len(originals)
     ncol = min(n, 8)
     rows = []
     for start in range(0, n, ncol):
         rows += [originals[start : start + ncol], recons[start : start + ncol]]
-    save_image_grid(path, torch.cat(rows), ncol=ncol, title=title or "originals (odd rows) / reconstructions")
+    save_image_grid(
+        path, torch.cat(rows), ncol=ncol, title=title or "originals (odd rows) / reconstructions"
+    )
 
 
 def plot_rate_distortion(
@@ -75,9 +81,17 @@ def plot_rate_distortion(
         for ax, key in zip(axes, ("distortion", "mse")):
             ax.plot(rate, [p[key] for p in points], marker="o", label=label)
             for p in points:
-                ax.annotate(f"β={p['beta']:g}", (p["rate"], p[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    f"β={p['beta']:g}",
+                    (p["rate"], p[key]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     axes[0].set(xlabel="rate R (nats)", ylabel="distortion D (nats)", title="rate–distortion")
-    axes[1].set(xlabel="rate R (nats)", ylabel="MSE per dimension", title="rate vs MSE", yscale="log")
+    axes[1].set(
+        xlabel="rate R (nats)", ylabel="MSE per dimension", title="rate vs MSE", yscale="log"
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -70,7 +70,15 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
     plot_rate_distortion(run_dir / "rate_distortion.png", curves, title=f"{cfg.dataset}: test set")
     write_json(run_dir / "results.json", {"curves": curves})
     rows = [
-        [label, p["beta"], p["rate"], p["distortion"], p["mse"], p.get("sigma", float("nan")), p["negative_elbo"]]
+        [
+            label,
+            p["beta"],
+            p["rate"],
+            p["distortion"],
+            p["mse"],
+            p.get("sigma", float("nan")),
+            p["negative_elbo"],
+        ]
         for label, points in curves.items()
         for p in points
     ]

@@ -7,8 +7,6 @@ part of widths `hidden` sits between the convolutions and the latent code.
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from ..errors import ConfigError

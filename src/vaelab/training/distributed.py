@@ -35,7 +35,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+        raise ConfigError(
+            f"train.device: unknown device {name!r}; use auto, cpu or cuda[:N]"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")

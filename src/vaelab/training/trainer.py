@@ -117,7 +117,8 @@ class Trainer:
         for name, p in self.model.state_dict().items():
             if p.is_floating_point() and not torch.isfinite(p).all():
                 raise TrainingDiverged(
-                    f"step {self.state.step}: parameter {name!r} is not finite; checkpoint not written"
+                    f"step {self.state.step}: parameter {name!r} is not finite; "
+                    "checkpoint not written"
                 )
         opt_tensors, opt_meta = optimizer_to_flat(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()} | opt_tensors
@@ -147,7 +148,9 @@ class Trainer:
             last_test=meta.get("last_test", {}),
         )
         if self.placement.is_main:  # drop metrics logged after the checkpoint
-            kept = [r for r in read_jsonl(self.run_dir / METRICS) if r.get("step", 0) <= self.state.step]
+            kept = [
+                r for r in read_jsonl(self.run_dir / METRICS) if r.get("step", 0) <= self.state.step
+            ]
             write_jsonl(self.run_dir / METRICS, kept)
         return True
 
@@ -221,8 +224,16 @@ class Trainer:
 
     def _diverged(self, sums: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
         bad = [k for k, v in sums.items() if not torch.isfinite(v)]
-        what = f"loss term {bad[0]!r} is {float(sums[bad[0]])}" if bad else f"gradient norm is {float(grad_norm)}"
-        saved = "no checkpoint was written" if not self.checkpoint_path.exists() else "the last checkpoint is kept"
+        what = (
+            f"loss term {bad[0]!r} is {float(sums[bad[0]])}"
+            if bad
+            else f"gradient norm is {float(grad_norm)}"
+        )
+        saved = (
+            "no checkpoint was written"
+            if not self.checkpoint_path.exists()
+            else "the last checkpoint is kept"
+        )
         raise TrainingDiverged(
             f"training diverged at step {self.state.step + 1}: {what}; weights not updated and "
             f"{saved} (try a lower train.lr, train.grad_clip, or a higher model.log_sigma_min)"
@@ -239,7 +250,9 @@ class Trainer:
         self._evaluate(epoch)
         identical = distributed.replicas_identical(self.placement, self.model)
         if self.placement.distributed:
-            self._log("replicas", epoch, {"identical": identical, "world_size": self.placement.world_size})
+            self._log(
+                "replicas", epoch, {"identical": identical, "world_size": self.placement.world_size}
+            )
             if not identical:
                 raise TrainingDiverged("DDP replicas hold different parameters after training")
         self.state.finished = True
@@ -248,7 +261,12 @@ class Trainer:
 
     def _log(self, split: str, epoch: int, values: dict[str, Any]) -> None:
         if self.placement.is_main:
-            record = {"split": split, "step": self.state.step, "epoch": epoch, "seconds": round(self.state.seconds, 3)}
+            record = {
+                "split": split,
+                "step": self.state.step,
+                "epoch": epoch,
+                "seconds": round(self.state.seconds, 3),
+            }
             append_jsonl(self.run_dir / METRICS, record | values)
 
 
