@@ -1,5 +1,6 @@
 """The trainer: learning, exact resume after SIGKILL, refusing unsafe checkpoints, the NaN guard."""
 
+import json
 import os
 import pickle
 import signal
@@ -14,6 +15,7 @@ import torch
 from conftest import run_env
 from torch import nn
 
+from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.data.base import ImageData
@@ -62,10 +64,12 @@ def test_training_on_digits_lowers_the_negative_elbo(tmp_path):
         "eval.json",
     ):
         assert (tmp_path / "run" / name).exists(), name
-    # and reloads into the same numbers
-    assert evaluate(load_run(tmp_path / "run", device="cpu").model, test)[
-        "negative_elbo"
-    ] == pytest.approx(after)
+    # and reloads into the same numbers, also through `vaelab eval`
+    reloaded = evaluate(load_run(tmp_path / "run", device="cpu").model, test)
+    assert reloaded["negative_elbo"] == pytest.approx(after)
+    (tmp_path / "run" / "eval.json").unlink()
+    assert main(["eval", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()) == pytest.approx(reloaded)
 
 
 def test_same_seed_same_numbers(tmp_path):
@@ -129,11 +133,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
-    steps = [
-        r["step"]
-        for r in read_jsonl(killed / METRICS)
-        if r["split"] == "train"
-    ]
+    steps = [r["step"] for r in read_jsonl(killed / METRICS) if r["split"] == "train"]
     assert steps == sorted(set(steps)), "metrics repeat steps after resume"
 
 
