@@ -235,3 +235,25 @@ def test_torchrun_two_processes_keep_replicas_identical(tmp_path):
     steps = max(r["step"] for r in records)
     assert steps == 2 * 24  # 1500 examples over 2 ranks, batch 32 per rank: 24 steps per epoch
     assert records[-2]["split"] == "test" and records[-2]["negative_elbo"] < 200
+
+
+class _NanGradient(nn.Module):
+    """Finite loss, NaN gradient: |w − 1|^½ at w = 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return _Terms((self.w - 1).abs().sqrt().expand(len(x)))
+
+
+@pytest.mark.parametrize(
+    "log_every, step, what", [(1, 1, "gradient norm is nan"), (50, 2, "loss term 'loss' is nan")]
+)
+def test_nan_gradient_with_finite_loss_is_caught(tmp_path, log_every, step, what):
+    data = ImageData("toy", torch.rand(64, 1, 2, 2))
+    cfg = TrainConfig(epochs=1, batch_size=8, log_every=log_every, progress=False, device="cpu")
+    with pytest.raises(TrainingDiverged, match=rf"step {step}: {what}; no checkpoint was written"):
+        Trainer(_NanGradient(), data, None, cfg, tmp_path, {"train": {}}).fit()
+    assert not (tmp_path / CHECKPOINT).exists()
