@@ -29,10 +29,16 @@ def test_networks_map_images_to_codes_and_back(shape, network):
 @pytest.mark.parametrize("mode", SIGMA_MODES.names())
 @pytest.mark.parametrize("samples", [1, 3])
 def test_every_sigma_mode_gives_finite_per_example_terms_and_gradients(mode, samples):
-    model = build_vae(
-        ModelConfig(network="conv", hidden=[16], latent_dim=3, sigma_mode=mode, samples=samples),
-        (1, 8, 8),
+    conditioning = "film" if SIGMA_MODES.get(mode).needs_condition else None
+    cfg = ModelConfig(
+        network="conv",
+        hidden=[16],
+        latent_dim=3,
+        sigma_mode=mode,
+        samples=samples,
+        conditioning=conditioning,
     )
+    model = build_vae(cfg, (1, 8, 8))
     terms = model(torch.rand(4, 1, 8, 8))
     for t in (terms.loss, terms.distortion, terms.rate, terms.mse):
         assert t.shape == (4,) and torch.isfinite(t).all()

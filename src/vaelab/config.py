@@ -20,7 +20,16 @@ from typing import Any, Union
 import yaml
 
 from .errors import ConfigError, closest
-from .registry import DATASETS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, SIGMA_MODES, Registry
+from .registry import (
+    CONDITIONING,
+    DATASETS,
+    LIKELIHOODS,
+    NETWORKS,
+    POSTERIORS,
+    PRIORS,
+    SIGMA_MODES,
+    Registry,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,8 +76,27 @@ class ModelConfig:
     log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
     posterior: str = one_of(POSTERIORS, default="diagonal-gaussian")
     prior: str = one_of(PRIORS, default="standard-normal")
-    beta: float = at_least(0.0, default=1.0)  # weight of the rate only
+    beta: float = at_least(0.0, default=1.0)  # weight of the rate only (β-conditional: at eval)
     samples: int = at_least(1, default=1)  # Monte-Carlo samples of z per example
+    # β-conditional VAE (DESIGN §1b): log β ~ U[log a, log b], networks modulated by log β
+    conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
+    beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
+    beta_sampling: str = one_of(("minibatch", "example"), default="minibatch")
+
+    def __post_init__(self):
+        for name in ("hidden", "channels"):
+            if any(width < 1 for width in getattr(self, name)):
+                raise ConfigError(f"model.{name}: widths must be ≥ 1, got {getattr(self, name)}")
+        low, high = self.beta_range if len(self.beta_range) == 2 else (0, 0)
+        if not 0 < low <= high:
+            raise ConfigError(
+                f"model.beta_range: need [a, b] with 0 < a ≤ b, got {self.beta_range}"
+            )
+        if self.sigma_mode == "learned-beta" and self.conditioning is None:
+            raise ConfigError(
+                "model.sigma_mode: 'learned-beta' makes σ_x a function of β; "
+                "it needs model.conditioning (film or gate)"
+            )
 
 
 @dataclass
@@ -87,6 +115,12 @@ class TrainConfig:
     checkpoint_every: int = at_least(1, default=500)  # steps between checkpoints
     eval_every: int = at_least(1, default=1)  # epochs between test-set evaluations
     progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self):
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(
+                f"train.adam_betas: need two numbers in [0, 1), got {self.adam_betas}"
+            )
 
 
 @dataclass

@@ -54,8 +54,10 @@ class Registry(Generic[T]):
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 NETWORKS: Registry[Callable[..., Any]] = Registry("network")
+CONDITIONING: Registry[Callable[..., Any]] = Registry("conditioning")
 LIKELIHOODS: Registry[Callable[..., Any]] = Registry("likelihood")
 SIGMA_MODES: Registry[Callable[..., Any]] = Registry("sigma mode")
 POSTERIORS: Registry[Callable[..., Any]] = Registry("posterior")
 PRIORS: Registry[Callable[..., Any]] = Registry("prior")
 EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment")
+FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry("feature extractor")

@@ -25,7 +25,7 @@ class BernoulliLikelihood(nn.Module):
     def sample(self, output: Tensor) -> Tensor:
         return torch.bernoulli(torch.sigmoid(output))
 
-    def forward(self, x: Tensor, output: Tensor) -> Reconstruction:
+    def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         nll = F.binary_cross_entropy_with_logits(output, x.expand_as(output), reduction="none")
         sq_err = (x - torch.sigmoid(output)) ** 2
         return Reconstruction(

@@ -38,12 +38,15 @@ def mean_over_dims(t: Tensor, first: int) -> Tensor:
 class SigmaMode(nn.Module):
     extra_outputs = 0  # decoder outputs per data dimension besides the mean
     needs_data = False  # σ is computed from the reconstruction error of a batch
+    needs_condition = False  # σ is a function of β (β-conditional models only)
 
     def __init__(self, data_shape: tuple[int, ...], sigma: float, log_sigma_min: float):
         super().__init__()
         self.log_sigma_min = log_sigma_min
 
-    def log_sigma(self, sq_err: Tensor, extra: Tensor | None) -> Tensor:
+    def log_sigma(self, sq_err: Tensor, extra: Tensor | None, condition: Tensor | None) -> Tensor:
+        """log σ for squared errors [S, B, *data], the decoder's extra head (or None) and the
+        networks' condition ℓ [B] (β-conditional models; else None)."""
         raise NotImplementedError
 
 
@@ -55,7 +58,7 @@ class FixedSigma(SigmaMode):
         super().__init__(data_shape, sigma, log_sigma_min)
         self.register_buffer("value", torch.tensor(math.log(sigma)))
 
-    def log_sigma(self, sq_err, extra):
+    def log_sigma(self, sq_err, extra, condition):
         return self.value
 
 
@@ -67,7 +70,7 @@ class LearnedSharedSigma(SigmaMode):
         super().__init__(data_shape, sigma, log_sigma_min)
         self.raw = nn.Parameter(torch.tensor(math.log(sigma)))
 
-    def log_sigma(self, sq_err, extra):
+    def log_sigma(self, sq_err, extra, condition):
         return soft_lower_bound(self.raw, self.log_sigma_min)
 
 
@@ -79,19 +82,28 @@ class LearnedPixelSigma(SigmaMode):
         super().__init__(data_shape, sigma, log_sigma_min)
         self.raw = nn.Parameter(torch.full(tuple(data_shape), math.log(sigma)))
 
-    def log_sigma(self, sq_err, extra):
+    def log_sigma(self, sq_err, extra, condition):
         return soft_lower_bound(self.raw, self.log_sigma_min)
 
 
 @SIGMA_MODES.register("optimal-shared")
 class OptimalSharedSigma(SigmaMode):
-    """σ_x² = mean squared error over the batch (analytic optimum, gradient kept)."""
+    """σ_x² = mean squared error over the batch (analytic optimum, gradient kept); in a
+    β-conditional model, over the examples of the batch that share a β."""
 
     needs_data = True
 
-    def log_sigma(self, sq_err, extra):
-        mse = sq_err.mean().clamp_min(1e-12)
-        return soft_lower_bound(0.5 * torch.log(mse), self.log_sigma_min)
+    def log_sigma(self, sq_err, extra, condition):
+        if condition is None or len(condition) == 1:
+            mse = sq_err.mean()
+        else:  # the optimum within each group of examples sharing one β
+            per_example = mean_over_dims(sq_err.mean(0, keepdim=True), 2).flatten()
+            _, group = torch.unique(condition, return_inverse=True)
+            total = torch.zeros(int(group.max()) + 1, dtype=sq_err.dtype, device=sq_err.device)
+            total = total.index_add(0, group, per_example)
+            count = torch.bincount(group, minlength=len(total)).to(sq_err.dtype)
+            mse = (total / count)[group].view(1, -1, *([1] * (sq_err.dim() - 2)))
+        return soft_lower_bound(0.5 * torch.log(mse.clamp_min(1e-12)), self.log_sigma_min)
 
 
 @SIGMA_MODES.register("optimal-image")
@@ -100,7 +112,7 @@ class OptimalImageSigma(SigmaMode):
 
     needs_data = True
 
-    def log_sigma(self, sq_err, extra):
+    def log_sigma(self, sq_err, extra, condition):
         mse = mean_over_dims(sq_err.mean(0, keepdim=True), 2).clamp_min(1e-12)
         return soft_lower_bound(0.5 * torch.log(mse), self.log_sigma_min)
 
@@ -111,8 +123,28 @@ class AmortizedSigma(SigmaMode):
 
     extra_outputs = 1
 
-    def log_sigma(self, sq_err, extra):
+    def log_sigma(self, sq_err, extra, condition):
         return soft_lower_bound(extra, self.log_sigma_min)
+
+
+@SIGMA_MODES.register("learned-beta")
+class LearnedBetaSigma(SigmaMode):
+    """log σ_x = a small MLP of ℓ = standardised log β, shared over data dimensions: the
+    decoder variance of a β-conditional model follows β (needs model.conditioning)."""
+
+    needs_condition = True
+
+    def __init__(self, data_shape, sigma, log_sigma_min, hidden: int = 32):
+        super().__init__(data_shape, sigma, log_sigma_min)
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.constant_(self.net[-1].bias, math.log(sigma))
+
+    def log_sigma(self, sq_err, extra, condition):
+        if condition is None:
+            raise ValueError("σ mode 'learned-beta' needs the β condition")
+        raw = self.net(condition[:, None]).view(1, -1, *([1] * (sq_err.dim() - 2)))
+        return soft_lower_bound(raw, self.log_sigma_min)
 
 
 # --- the likelihood ------------------------------------------------------------------------
@@ -143,19 +175,20 @@ class GaussianLikelihood(nn.Module):
     def mean(self, output: Tensor) -> Tensor:
         return self.split(output)[0]
 
-    def sample(self, output: Tensor) -> Tensor:
+    def sample(self, output: Tensor, condition: Tensor | None = None) -> Tensor:
         """x ~ p(x|z). The optimal modes have no σ without data: they return the mean."""
         mean, extra = self.split(output)
         if self.sigma_mode.needs_data:
             return mean
-        log_sigma = self.sigma_mode.log_sigma(torch.zeros_like(mean), extra)
+        log_sigma = self.sigma_mode.log_sigma(torch.zeros_like(mean), extra, condition)
         return mean + torch.exp(log_sigma) * torch.randn_like(mean)
 
-    def forward(self, x: Tensor, output: Tensor) -> Reconstruction:
-        """x [B, *data], output [S, B, ...] → per-example terms averaged over the S samples."""
+    def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
+        """x [B, *data], output [S, B, ...] → per-example terms averaged over the S samples;
+        `condition` [B] is ℓ = standardised log β in a β-conditional model."""
         mean, extra = self.split(output)
         sq_err = (x - mean) ** 2
-        log_sigma = self.sigma_mode.log_sigma(sq_err, extra)
+        log_sigma = self.sigma_mode.log_sigma(sq_err, extra, condition)
         nll = -gaussian_log_density(x, mean, 2.0 * log_sigma)
         return Reconstruction(
             nll=nll.flatten(2).sum(-1).mean(0),

@@ -17,11 +17,14 @@ def evaluate(
     batch_size: int = 500,
     device: torch.device | str | None = None,
     seed: int = 0,
+    beta: float | None = None,
 ) -> dict[str, float]:
     """Mean of every per-example term of `model(x)` over `data`, plus bits per dimension.
 
     The Monte-Carlo noise is drawn from a fixed `seed`, so the same model gives the same
-    numbers. The `optimal-shared` σ_x is the optimum of each evaluation batch.
+    numbers. The `optimal-shared` σ_x is the optimum of each evaluation batch. `beta`: the β
+    at which to run a β-conditional model (default: its configured β), or the β weighting
+    the rate in `loss` for an unconditional one.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -31,7 +34,7 @@ def evaluate(
         torch.manual_seed(seed)
         for start in range(0, len(data), batch_size):
             x = data.batch(slice(start, start + batch_size)).to(device)
-            for name, value in model(x).sums().items():
+            for name, value in model(x, beta=beta).sums().items():
                 totals[name] = totals.get(name, 0.0) + value
     model.train(was_training)
     means = {name: float(total) / len(data) for name, total in totals.items()}

@@ -3,6 +3,11 @@
 loss(x) = D(x) + β·R(x), with distortion D = E_q[−log p(x|z)] and rate R = KL(q(z|x) ‖ p(z)),
 both per example, summed over dimensions, in nats (DESIGN §1a). β multiplies the rate only;
 the decoder's σ_x lives in the likelihood, so β and σ_x never stand in for each other.
+
+With a `beta_prior` the VAE is β-conditional (DESIGN §1b): in training each example's β is
+drawn from it (log-uniform, per example or per minibatch) and the loss is
+E_β[D(x; β) + β·R(x; β)]; the encoder, the decoder and, in σ mode `learned-beta`, σ_x all
+see ℓ = standardised log β. At evaluation the model is run at any β it is given.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..distributions import kl_divergence
-from ..registry import LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
+from ..distributions.log_uniform import LogUniformBeta
+from ..registry import CONDITIONING, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
 
 
 @dataclass
@@ -56,6 +62,7 @@ class VAE(nn.Module):
         prior,
         beta: float = 1.0,
         samples: int = 1,
+        beta_prior: LogUniformBeta | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -63,25 +70,47 @@ class VAE(nn.Module):
         self.posterior = posterior
         self.likelihood = likelihood
         self.prior = prior
-        self.beta = beta
+        self.beta = beta  # the β of an unconditional model; the default β of a conditional one
         self.samples = samples
+        self.beta_prior = beta_prior
 
-    def encode(self, x: Tensor):
-        """q(z|x) for a batch x [B, *data]."""
-        return self.posterior.from_params(self.encoder(x))
+    @property
+    def conditional(self) -> bool:
+        return self.beta_prior is not None
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Decoder output for codes z [*batch, L] (any leading shape)."""
+    def condition(
+        self, n: int, beta: float | Tensor | None, device
+    ) -> tuple[Tensor, Tensor | None]:
+        """(β, ℓ) for a batch of n examples: β [n] or [1] (one β for the whole batch, which
+        the networks then compute once and broadcast); ℓ is None for an unconditional model."""
+        if not self.conditional:
+            return torch.as_tensor(self.beta if beta is None else beta, device=device), None
+        if beta is None and self.training:
+            log_beta = self.beta_prior.sample(n, device)
+        else:
+            beta = self.beta if beta is None else beta
+            log_beta = torch.log(torch.as_tensor(beta, dtype=torch.float32, device=device))
+            log_beta = log_beta.reshape(-1)
+        return log_beta.exp(), self.beta_prior.standardise(log_beta)
+
+    def encode(self, x: Tensor, condition: Tensor | None = None):
+        """q(z|x) for a batch x [B, *data] (and ℓ [B] if conditional)."""
+        return self.posterior.from_params(self.encoder(x, condition))
+
+    def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Decoder output for codes z [*lead, B, L] (ℓ [B] is repeated over the lead dims)."""
         lead = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        if condition is not None and len(condition) > 1:
+            condition = condition.expand(*lead).reshape(-1)
+        out = self.decoder(z.reshape(-1, z.shape[-1]), condition)
         return out.reshape(*lead, *out.shape[1:])
 
-    def forward(self, x: Tensor, beta: float | None = None) -> LossTerms:
-        q = self.encode(x)
+    def forward(self, x: Tensor, beta: float | Tensor | None = None) -> LossTerms:
+        beta, cond = self.condition(len(x), beta, x.device)
+        q = self.encode(x, cond)
         z = q.rsample(self.samples)  # [S, B, L]
-        rec = self.likelihood(x, self.decode(z))
+        rec = self.likelihood(x, self.decode(z, cond), cond)
         rate = kl_divergence(q, self.prior)
-        beta = self.beta if beta is None else beta
         return LossTerms(
             loss=rec.nll + beta * rate,
             distortion=rec.nll,
@@ -91,15 +120,17 @@ class VAE(nn.Module):
         )
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, beta: float | None = None) -> Tensor:
         """Decoder mean at the posterior mean."""
-        return self.likelihood.mean(self.decode(self.encode(x).mean))
+        _, cond = self.condition(len(x), beta, x.device)
+        return self.likelihood.mean(self.decode(self.encode(x, cond).mean, cond))
 
     @torch.no_grad()
-    def generate(self, n: int) -> Tensor:
+    def generate(self, n: int, beta: float | None = None) -> Tensor:
         """Decoder means of n codes drawn from the prior."""
         device = next(self.parameters()).device
-        return self.likelihood.mean(self.decode(self.prior.sample(n, device=device)))
+        _, cond = self.condition(n, beta, device)
+        return self.likelihood.mean(self.decode(self.prior.sample(n, device=device), cond))
 
 
 def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
@@ -119,5 +150,21 @@ def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
         hidden=list(cfg.hidden),
         channels=list(cfg.channels),
     )
+    beta_prior = None
+    if cfg.conditioning is not None:
+        modulator = CONDITIONING.get(cfg.conditioning)
+        encoder.add_conditioning(modulator)
+        decoder.add_conditioning(modulator)
+        low, high = cfg.beta_range
+        beta_prior = LogUniformBeta(low, high, per_example=cfg.beta_sampling == "example")
     prior = PRIORS.get(cfg.prior)(cfg.latent_dim)
-    return VAE(encoder, decoder, posterior, likelihood, prior, beta=cfg.beta, samples=cfg.samples)
+    return VAE(
+        encoder,
+        decoder,
+        posterior,
+        likelihood,
+        prior,
+        beta=cfg.beta,
+        samples=cfg.samples,
+        beta_prior=beta_prior,
+    )

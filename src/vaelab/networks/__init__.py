@@ -1,6 +1,6 @@
 """Encoder and decoder networks, registered by name."""
 
-from . import conv, mlp
-from .blocks import BlockNetwork
+from . import conditioning, conv, mlp
+from .blocks import Block, BlockNetwork
 
-__all__ = ["BlockNetwork", "conv", "mlp"]
+__all__ = ["Block", "BlockNetwork", "conditioning", "conv", "mlp"]

@@ -11,15 +11,15 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import NETWORKS
-from .blocks import BlockNetwork, mlp_blocks
+from .blocks import Block, BlockNetwork, mlp_blocks
 
 
-def _conv(c_in: int, c_out: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU())
+def _conv(c_in: int, c_out: int) -> Block:
+    return Block(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU(), features=c_out)
 
 
-def _deconv(c_in: int, c_out: int) -> nn.Module:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU())
+def _deconv(c_in: int, c_out: int) -> Block:
+    return Block(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU(), features=c_out)
 
 
 @NETWORKS.register("conv")
