@@ -1,4 +1,4 @@
-"""Command line: `vaelab train | eval | run | demo`.
+"""Command line: `vaelab train | eval | rd | run | demo`.
 
 Errors the user can fix print one line and exit with code 2; an interrupted run exits with
 130 and resumes when the same command is run again.
@@ -15,6 +15,7 @@ from . import experiments  # noqa: F401  (fill the registry)
 from .config import Config, load_config
 from .errors import VaelabError
 from .registry import EXPERIMENTS
+from .training import CHECKPOINT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rd(args: argparse.Namespace) -> int:
+    from .evaluation.rate_distortion import log_grid, rd_points, regime_of, write_rd
+    from .runs import load_runs
+
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        raise VaelabError(f"run directory {str(root)!r} does not exist")
+    runs = load_runs(root, device=args.device)
+    if not runs:
+        raise VaelabError(f"no trained run (no {CHECKPOINT}) in or below {str(root)!r}")
+    betas = args.betas
+    if not betas:  # the widest β range of the conditional runs, else the sweeps' own β
+        ranges = [r.config.model.beta_range for r in runs if r.model.conditional]
+        low, high = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (0.01, 10)
+        betas = log_grid(low, high, 7)
+    points = []
+    for run in runs:
+        name = str(run.run_dir.relative_to(root)) if run.run_dir != root else run.run_dir.name
+        points += rd_points(run.model, run.test_data, betas, regime_of(run.config.model), name)
+    write_rd(root, points)
+    for p in points:
+        print(
+            f"{p['regime']:30s} {p['run']:28s} β={p['beta']:<8g} R={p['rate']:.4g} "
+            f"D={p['distortion']:.4g} MSE={p['mse']:.4g}"
+        )
+    print(f"wrote {root / 'rd.csv'}, rd.md, rd.png")
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"β must be a positive finite number, got {text}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     exp = EXPERIMENTS.get(args.experiment)
     cfg = load_config(args.config, args.overrides, exp.config_cls)
@@ -92,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("rd", help="rate–distortion of every run below RUN_DIR over a β grid")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--betas", nargs="+", type=_positive_float, help="β grid (default: 7 log-spaced)"
+    )
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_rd)
 
     p = sub.add_parser("run", help="run a named experiment (recipe)")
     p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS.names())}")

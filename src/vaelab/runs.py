@@ -6,6 +6,7 @@ report.md. Running again on the same directory resumes.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from .files import atomic_write_text, write_json
 from .models import VAE, build_vae
 from .report import markdown_table
 from .training import CHECKPOINT, Trainer, distributed, load_checkpoint
-from .training.checkpoint import load_model_weights
+from .training.checkpoint import checkpoint_metadata, load_model_weights
 from .training.trainer import TrainState
 
 
@@ -60,17 +61,37 @@ def train_run(cfg: Config, run_dir: str | Path, report: bool = True) -> Run:
         distributed.teardown(placement)
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> Run:
-    """Rebuild a trained model from its run directory (weights and config from the checkpoint)."""
+def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | None = None) -> Run:
+    """Rebuild a trained model from its run directory (weights and config from the checkpoint).
+
+    `test_data`: the run's test set when the caller already holds it (else it is loaded)."""
     run_dir = Path(run_dir)
     tensors, meta = load_checkpoint(run_dir / CHECKPOINT)
     cfg = from_dict(Config, meta["config"])
-    _, test_data = load_data(cfg.data)
+    if test_data is None:
+        _, test_data = load_data(cfg.data)
     model = build_vae(cfg.model, test_data.shape)
     load_model_weights(model, tensors, str(run_dir / CHECKPOINT))
     model.to(distributed.resolve_device(device)).eval()
     state = TrainState(step=meta["step"], seconds=meta["seconds"], finished=meta["finished"])
     return Run(run_dir, cfg, model, test_data, state)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run directory (one holding a checkpoint) at or below `root`, sorted."""
+    return sorted(p.parent for p in Path(root).rglob(CHECKPOINT))
+
+
+def load_runs(root: str | Path, device: str = "auto") -> list[Run]:
+    """All runs below `root`, reading each distinct data set once."""
+    runs, data_sets = [], {}
+    for run_dir in find_runs(root):
+        config = checkpoint_metadata(run_dir / CHECKPOINT)["config"]
+        key = json.dumps(config["data"], sort_keys=True)
+        if key not in data_sets:
+            data_sets[key] = load_data(from_dict(Config, config).data)[1]
+        runs.append(load_run(run_dir, device, data_sets[key]))
+    return runs
 
 
 def write_run_report(

@@ -30,20 +30,29 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint written by `save_checkpoint`."""
+    return _read(path, tensors=True)
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """Only the metadata (step, config, …) of a checkpoint, without reading its tensors."""
+    return _read(path, tensors=False)[1]
+
+
+def _read(path: str | Path, tensors: bool) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = json.loads((f.metadata() or {})[_META_KEY])
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            values = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
     except Exception as exc:  # noqa: BLE001 — any parse failure means "not ours"
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise CheckpointError(
             f"{str(path)!r} is not a valid vaelab safetensors checkpoint ({detail}); "
             "refusing to load it"
         ) from None
-    return tensors, metadata
+    return values, metadata
 
 
 # --- optimiser state ↔ flat tensors + JSON ------------------------------------------------

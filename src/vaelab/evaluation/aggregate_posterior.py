@@ -1,0 +1,84 @@
+"""Aggregated posteriors q(z_j) = E_x q(z_j|x) of single latent channels, across β.
+
+For a Gaussian encoder q(z_j) is a mixture with one component N(μ_j(x), σ_j²(x)) per test
+example; its density is evaluated on a grid. Comparing it across β shows whether the
+encoder keeps the same code as β changes (the "posteriors are aligned" figure).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
+
+from ..data.base import ImageData
+from ..distributions import gaussian_log_density
+from ..models import VAE
+from .figures import save_figure
+
+
+@torch.no_grad()
+def posterior_moments(
+    model: VAE, data: ImageData, beta: float | None = None, batch_size: int = 500
+):
+    """Encoder means and log-variances [N, L] over `data` (at β for a conditional model)."""
+    model.eval()
+    device = next(model.parameters()).device
+    means, log_vars = [], []
+    for start in range(0, len(data), batch_size):
+        x = data.batch(slice(start, start + batch_size)).to(device)
+        _, cond = model.condition(len(x), beta, device)
+        q = model.encode(x, cond)
+        means.append(q.mean.cpu())
+        log_vars.append(q.log_var.cpu())
+    return torch.cat(means), torch.cat(log_vars)
+
+
+def aggregate_density(mean: Tensor, log_var: Tensor, grid: Tensor) -> Tensor:
+    """q(z_j = g) = (1/N) Σ_n N(g; μ_nj, σ²_nj) for every channel j and grid point g → [L, G]."""
+    log_p = gaussian_log_density(grid[:, None, None], mean[None], log_var[None])  # [G, N, L]
+    return log_p.exp().mean(1).T
+
+
+def most_active_channels(log_var: Tensor, mean: Tensor, k: int) -> list[int]:
+    """The k channels with the largest mean KL to N(0, 1) (the most informative ones)."""
+    kl = 0.5 * (mean**2 + log_var.exp() - log_var - 1).mean(0)
+    return kl.argsort(descending=True)[:k].tolist()
+
+
+def plot_aggregate_posteriors(
+    path: str | Path,
+    densities: dict[str, dict[float, Tensor]],
+    grid: Tensor,
+    channels: dict[str, list[int]],
+) -> None:
+    """One row per regime, one column per channel, one line per β (colour = log β)."""
+    regimes = list(densities)
+    ncol = max(len(c) for c in channels.values())
+    fig, axes = plt.subplots(
+        len(regimes), ncol, figsize=(2.6 * ncol, 2.2 * len(regimes)), squeeze=False
+    )
+    all_betas = sorted({b for d in densities.values() for b in d})
+    cmap = plt.get_cmap("viridis")
+    for r, regime in enumerate(regimes):
+        for c, channel in enumerate(channels[regime]):
+            ax = axes[r, c]
+            for beta, density in sorted(densities[regime].items()):
+                colour = cmap(all_betas.index(beta) / max(1, len(all_betas) - 1))
+                ax.plot(grid, density[channel], color=colour, lw=1.2, label=f"β={beta:g}")
+            ax.plot(
+                grid,
+                gaussian_log_density(grid, torch.zeros(()), torch.zeros(())).exp(),
+                "k:",
+                lw=0.8,
+            )
+            ax.set_title(f"{regime}\nz{channel}", fontsize=7)
+            ax.set_yticks([])
+        for c in range(len(channels[regime]), ncol):
+            axes[r, c].set_axis_off()
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    fig.suptitle("aggregated posteriors q(z_j) across β (dotted: prior N(0, 1))", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
