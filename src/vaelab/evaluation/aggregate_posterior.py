@@ -52,31 +52,30 @@ def plot_aggregate_posteriors(
     path: str | Path,
     densities: dict[str, dict[float, Tensor]],
     grid: Tensor,
-    channels: dict[str, list[int]],
+    titles: dict[str, list[str]],
 ) -> None:
-    """One row per regime, one column per channel, one line per β (colour = log β)."""
+    """One row per regime, one column per shown channel, one line per β (colour = log β).
+
+    densities[regime][β] is [k, G]: the k shown channels on the grid; titles[regime] names
+    the k columns."""
     regimes = list(densities)
-    ncol = max(len(c) for c in channels.values())
+    ncol = max(len(t) for t in titles.values())
     fig, axes = plt.subplots(
         len(regimes), ncol, figsize=(2.6 * ncol, 2.2 * len(regimes)), squeeze=False
     )
     all_betas = sorted({b for d in densities.values() for b in d})
     cmap = plt.get_cmap("viridis")
+    prior = gaussian_log_density(grid, torch.zeros(()), torch.zeros(())).exp()
     for r, regime in enumerate(regimes):
-        for c, channel in enumerate(channels[regime]):
+        for c, title in enumerate(titles[regime]):
             ax = axes[r, c]
             for beta, density in sorted(densities[regime].items()):
                 colour = cmap(all_betas.index(beta) / max(1, len(all_betas) - 1))
-                ax.plot(grid, density[channel], color=colour, lw=1.2, label=f"β={beta:g}")
-            ax.plot(
-                grid,
-                gaussian_log_density(grid, torch.zeros(()), torch.zeros(())).exp(),
-                "k:",
-                lw=0.8,
-            )
-            ax.set_title(f"{regime}\nz{channel}", fontsize=7)
+                ax.plot(grid, density[c], color=colour, lw=1.2, label=f"β={beta:g}")
+            ax.plot(grid, prior, "k:", lw=0.8)
+            ax.set_title(f"{regime}\n{title}", fontsize=7)
             ax.set_yticks([])
-        for c in range(len(channels[regime]), ncol):
+        for c in range(len(titles[regime]), ncol):
             axes[r, c].set_axis_off()
     axes[0, 0].legend(fontsize=6, loc="upper left")
     fig.suptitle("aggregated posteriors q(z_j) across β (dotted: prior N(0, 1))", fontsize=9)

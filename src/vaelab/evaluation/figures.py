@@ -80,7 +80,8 @@ def plot_rate_distortion(
         rate = [p["rate"] for p in points]
         for ax, key in zip(axes, ("distortion", "mse")):
             ax.plot(rate, [p[key] for p in points], marker="o", label=label)
-            for p in points:
+            step = max(1, len(points) // 4)  # label about four points per curve
+            for p in points[::step] + ([points[-1]] if (len(points) - 1) % step else []):
                 ax.annotate(
                     f"β={p['beta']:g}",
                     (p["rate"], p[key]),

@@ -54,8 +54,10 @@ class RDStudyConfig:
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])
     beta_sampling: str = one_of(("minibatch", "example"), default="minibatch")
     conditioning: str = one_of(CONDITIONING, default="film")
-    decoupled_sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")  # regime (ii)
-    conditional_sigma_mode: str = one_of(SIGMA_MODES, default="learned-beta")  # regime (iv)
+    # σ_x of the decoupled regimes: analytic optima by default (no lag behind the decoder at
+    # CPU budgets); "learned-shared" / "learned-beta" learn it instead
+    decoupled_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-shared")  # regime (ii)
+    conditional_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-shared")  # regime (iv)
     rd_points: int = at_least(2, default=9)  # β grid of the conditional curves
     epochs: int = at_least(1, default=10)
     batch_size: int = at_least(1, default=128)
@@ -168,19 +170,27 @@ def fid_tables(fid: dict, betas: list[float]) -> tuple[str, str, dict]:
 
 
 def posterior_figure(runs: list[Run], betas: list[float], path: Path, k: int) -> None:
-    """Aggregated posteriors of the k most active channels (chosen at the smallest β)."""
+    """Aggregated posteriors of k channels per regime, one line per β. A β-conditional model
+    shows the same k channels (its most active at the smallest β) at every β; separately
+    trained sweep models share no channel order, so each shows its own k most active."""
     grid = torch.linspace(-4, 4, 161)
     densities: dict[str, dict[float, torch.Tensor]] = {}
-    channels: dict[str, list[int]] = {}
-    for regime in sorted({regime_of(r.config.model) for r in runs}):
-        members = [r for r in runs if regime_of(r.config.model) == regime]
-        for run in members:
-            for beta in at_each_beta(run, betas):
-                mean, log_var = posterior_moments(run.model, run.test_data.limit(2000), beta)
-                if regime not in channels:  # the first (smallest) β picks the channels
-                    channels[regime] = most_active_channels(log_var, mean, k)
-                densities.setdefault(regime, {})[beta] = aggregate_density(mean, log_var, grid)
-    plot_aggregate_posteriors(path, densities, grid, channels)
+    titles: dict[str, list[str]] = {}
+    for run in runs:
+        regime = regime_of(run.config.model)
+        channels = None
+        for beta in at_each_beta(run, betas):
+            mean, log_var = posterior_moments(run.model, run.test_data.limit(2000), beta)
+            if channels is None:
+                channels = most_active_channels(log_var, mean, k)
+            density = aggregate_density(mean, log_var, grid)[channels]
+            densities.setdefault(regime, {})[beta] = density
+        conditional = run.model.conditional
+        titles[regime] = [
+            f"z{c}" if conditional else f"#{i + 1} most active" for i, c in enumerate(channels)
+        ]
+    order = sorted(densities)
+    plot_aggregate_posteriors(path, {g: densities[g] for g in order}, grid, titles)
 
 
 def sample_figures(runs: list[Run], betas: list[float], out: Path, seed: int) -> list[str]:
