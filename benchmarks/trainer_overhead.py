@@ -44,10 +44,7 @@ import argparse
 import gc
 import hashlib
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,50 +62,71 @@ from vaelab.models import build_vae
 from vaelab.runs import seed_everything
 from vaelab.training import Trainer, distributed
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, fashion_mnist_folder, machine, source_state  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "trainer_overhead.json"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
 GOAL = 1.05
 
 MODEL = ModelConfig(
-    network="mlp", hidden=[512, 256], latent_dim=16, likelihood="gaussian", sigma_mode="learned-shared"
+    network="mlp",
+    hidden=[512, 256],
+    latent_dim=16,
+    likelihood="gaussian",
+    sigma_mode="learned-shared",
 )
 EVAL_BATCH = 500  # the batch size of vaelab.evaluation.evaluate; the plain loop uses the same
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", help="Fashion-MNIST folder (default: $VAELAB_FASHION_MNIST, "
-                   "else ../shared/data/fashion-mnist relative to the repository root)")
+    p.add_argument(
+        "--data",
+        help="Fashion-MNIST folder (default: $VAELAB_FASHION_MNIST, "
+        "else ../shared/data/fashion-mnist relative to the repository root)",
+    )
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--runs", type=int, default=11, help="interleaved repetitions of each variant")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads for both (default: torch's default)")
-    p.add_argument("--train-limit", type=int, default=None,
-                   help="use only the first N training images (for quick checks)")
-    p.add_argument("--no-dataloader", action="store_true",
-                   help="skip the extra DataLoader(TensorDataset) variant")
-    p.add_argument("--warmup-steps", type=int, default=20,
-                   help="untimed training steps of each variant before the repetitions")
-    p.add_argument("--quiet-wait", type=float, default=120.0,
-                   help="before each timing, wait up to this many seconds for a second in which "
-                   "other processes use < 5%% of a core (0: don't wait)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for both (default: torch's default)",
+    )
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use only the first N training images (for quick checks)",
+    )
+    p.add_argument(
+        "--no-dataloader",
+        action="store_true",
+        help="skip the extra DataLoader(TensorDataset) variant",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=20,
+        help="untimed training steps of each variant before the repetitions",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each timing, wait up to this many seconds for a second in which "
+        "other processes use < 5%% of a core (0: don't wait)",
+    )
     p.add_argument("--output", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.epochs < 1 or args.runs < 1 or args.batch_size < 1:
         p.error("--epochs, --runs and --batch-size must be ≥ 1")
     return args
-
-
-def data_folder(args: argparse.Namespace) -> Path:
-    if args.data:
-        return Path(args.data).expanduser().resolve()
-    env = os.environ.get("VAELAB_FASHION_MNIST")
-    return Path(env).expanduser().resolve() if env else DEFAULT_DATA.resolve()
 
 
 def fresh_model(seed: int, shape: tuple[int, ...]) -> torch.nn.Module:
@@ -169,7 +187,9 @@ def evaluate_loss(model, test_x) -> float:
     return float(total) / len(test_x)
 
 
-def vaelab_fit(model, train: ImageData, test: ImageData, tcfg: TrainConfig, run_config, run_dir) -> float:
+def vaelab_fit(
+    model, train: ImageData, test: ImageData, tcfg: TrainConfig, run_config, run_dir
+) -> float:
     trainer = Trainer(model, train, test, tcfg, run_dir, run_config)
     state = trainer.fit()
     return state.last_test["loss"]
@@ -223,50 +243,6 @@ def timed(fn, device) -> tuple[float, object, float, float | None]:
     return seconds, result, own1 - own0, foreign
 
 
-def git_state() -> dict[str, str | bool | None]:
-    def git(*cmd: str) -> str | None:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    trainer_file = Path(vaelab.training.trainer.__file__)
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty_files": (git("status", "--porcelain", "--untracked-files=no", "--", "src") or "").splitlines(),
-        "trainer_py_sha256": hashlib.sha256(trainer_file.read_bytes()).hexdigest(),
-    }
-
-
-def command_line() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        shown = str(script.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        shown = str(script)
-    prefix = "" if Path.cwd().resolve() == REPO else f"cd {shlex.quote(str(Path.cwd()))} && "
-    return prefix + shlex.join(["python", shown, *sys.argv[1:]])
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads is not None:
@@ -275,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)  # the same fixed value for every variant
     device = distributed.resolve_device("auto")
 
-    folder = data_folder(args)
+    folder = fashion_mnist_folder(args.data)
     dcfg = DataConfig(name="fashion-mnist", path=str(folder), train_limit=args.train_limit)
     train, test = load_data(dcfg)
     shape = train.shape
@@ -284,8 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
     test_x = to_float(test.images).to(device)
 
     tcfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        device=str(device), progress=False, eval_every=args.epochs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=str(device),
+        progress=False,
+        eval_every=args.epochs,
     )
     run_config = Config(data=dcfg, model=MODEL, train=tcfg).to_dict()
     steps_per_epoch = -(-len(train) // args.batch_size)
@@ -293,19 +274,25 @@ def main(argv: list[str] | None = None) -> dict:
     # same initial weights for every variant (each builds its model from the same seed)
     reference = fresh_model(args.seed, shape).state_dict()
     check = fresh_model(args.seed, shape).state_dict()
-    assert all(torch.equal(reference[k], check[k]) for k in reference), "seeded init is not repeatable"
+    assert all(torch.equal(reference[k], check[k]) for k in reference), (
+        "seeded init is not repeatable"
+    )
 
     print(f"vaelab trainer overhead: {len(train)} train / {len(test)} test images from {folder}")
-    print(f"torch {torch.__version__}, device {device}, threads {threads}, batch {args.batch_size}, "
-          f"epochs {args.epochs} ({steps_per_epoch} steps each), runs {args.runs}")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {threads}, batch {args.batch_size}, "
+        f"epochs {args.epochs} ({steps_per_epoch} steps each), runs {args.runs}"
+    )
 
     variants = {
-        "plain": lambda m: plain_loop(m, train_x, test_x, args.epochs, args.batch_size, args.lr,
-                                      args.seed, device),
+        "plain": lambda m: plain_loop(
+            m, train_x, test_x, args.epochs, args.batch_size, args.lr, args.seed, device
+        ),
     }
     if not args.no_dataloader:
         variants["dataloader"] = lambda m: dataloader_loop(
-            m, train_x, test_x, args.epochs, args.batch_size, args.lr, args.seed, device)
+            m, train_x, test_x, args.epochs, args.batch_size, args.lr, args.seed, device
+        )
 
     def run_vaelab(m, train_data=train, test_data=test, cfg=tcfg):
         with tempfile.TemporaryDirectory(prefix="vaelab-bench-") as tmp:
@@ -317,13 +304,35 @@ def main(argv: list[str] | None = None) -> dict:
     if args.warmup_steps > 0:
         n_warm = min(len(train), args.warmup_steps * args.batch_size)
         small_train, small_test = train.limit(n_warm), test.limit(EVAL_BATCH)
-        warm_cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                               device=str(device), progress=False)
-        plain_loop(fresh_model(args.seed, shape), train_x[:n_warm], test_x[:EVAL_BATCH], 1,
-                   args.batch_size, args.lr, args.seed, device)
+        warm_cfg = TrainConfig(
+            epochs=1,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=str(device),
+            progress=False,
+        )
+        plain_loop(
+            fresh_model(args.seed, shape),
+            train_x[:n_warm],
+            test_x[:EVAL_BATCH],
+            1,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            device,
+        )
         if "dataloader" in variants:
-            dataloader_loop(fresh_model(args.seed, shape), train_x[:n_warm], test_x[:EVAL_BATCH], 1,
-                            args.batch_size, args.lr, args.seed, device)
+            dataloader_loop(
+                fresh_model(args.seed, shape),
+                train_x[:n_warm],
+                test_x[:EVAL_BATCH],
+                1,
+                args.batch_size,
+                args.lr,
+                args.seed,
+                device,
+            )
         run_vaelab(fresh_model(args.seed, shape), small_train, small_test, warm_cfg)
 
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -340,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = fresh_model(args.seed, shape)
             if args.quiet_wait > 0:
                 waited.append(wait_for_quiet(args.quiet_wait))
-            t, loss, used, other = timed(lambda: variants[name](model), device)
+            t, loss, used, other = timed(lambda m=model, n=name: variants[n](m), device)
             cpu[name].append(used)
             seconds[name].append(t)
             test_loss[name].append(loss)
@@ -349,9 +358,15 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = seconds["vaelab"][-1] / seconds["plain"][-1]
         extra = f", dataloader {seconds['dataloader'][-1]:.2f} s" if "dataloader" in seconds else ""
         busy = [foreign[name][-1] for name in order if foreign[name][-1] is not None]
-        noisy = f"  [other processes used {max(busy):.2f} CPU-s during one timing]" if busy and max(busy) > 0.2 else ""
-        print(f"run {r + 1}/{args.runs} ({order[0]} first): plain {seconds['plain'][-1]:.2f} s, "
-              f"vaelab {seconds['vaelab'][-1]:.2f} s, ratio {ratio:.3f}{extra}{noisy}")
+        noisy = (
+            f"  [other processes used {max(busy):.2f} CPU-s during one timing]"
+            if busy and max(busy) > 0.2
+            else ""
+        )
+        print(
+            f"run {r + 1}/{args.runs} ({order[0]} first): plain {seconds['plain'][-1]:.2f} s, "
+            f"vaelab {seconds['vaelab'][-1]:.2f} s, ratio {ratio:.3f}{extra}{noisy}"
+        )
 
     med = {name: statistics.median(ts) for name, ts in seconds.items()}
     per_run = [v / p for v, p in zip(seconds["vaelab"], seconds["plain"])]
@@ -395,11 +410,21 @@ def main(argv: list[str] | None = None) -> dict:
         "other_processes_cpu_seconds": foreign,
         "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "quiet_wait_seconds_total": sum(waited),
-        "model": {"network": MODEL.network, "hidden": MODEL.hidden, "latent_dim": MODEL.latent_dim,
-                  "likelihood": MODEL.likelihood, "sigma_mode": MODEL.sigma_mode},
+        "model": {
+            "network": MODEL.network,
+            "hidden": MODEL.hidden,
+            "latent_dim": MODEL.latent_dim,
+            "likelihood": MODEL.likelihood,
+            "sigma_mode": MODEL.sigma_mode,
+        },
         "torch": torch.__version__,
         "vaelab": vaelab.__version__,
-        "source": git_state(),
+        "source": source_state()
+        | {
+            "trainer_py_sha256": hashlib.sha256(
+                Path(vaelab.training.trainer.__file__).read_bytes()
+            ).hexdigest()
+        },
         "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -415,17 +440,27 @@ def main(argv: list[str] | None = None) -> dict:
 
     worst = max((v for vs in foreign.values() for v in vs if v is not None), default=0.0)
     if worst > 0.2:
-        print(f"warning: other processes used up to {worst:.2f} CPU-s during a timed run; "
-              "the machine was not quiet, so the numbers may be skewed")
+        print(
+            f"warning: other processes used up to {worst:.2f} CPU-s during a timed run; "
+            "the machine was not quiet, so the numbers may be skewed"
+        )
 
-    print(f"median: plain {med['plain']:.2f} s, vaelab {med['vaelab']:.2f} s "
-          f"({result['per_step_overhead_ms']:+.2f} ms/step)")
+    print(
+        f"median: plain {med['plain']:.2f} s, vaelab {med['vaelab']:.2f} s "
+        f"({result['per_step_overhead_ms']:+.2f} ms/step)"
+    )
     if "dataloader" in med:
-        print(f"        dataloader {med['dataloader']:.2f} s ({med['dataloader'] / med['plain']:.3f}× plain, extra)")
-    print(f"median paired ratio vaelab/plain = {ratio:.3f} (goal ≤ {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}); "
-          f"per run: {', '.join(f'{x:.3f}' for x in per_run)}")
-    print(f"extra: ratio of minimums {result['ratio_of_minimums']:.3f}, "
-          f"ratio of median process CPU time {result['cpu_ratio_of_medians']:.3f}")
+        print(
+            f"        dataloader {med['dataloader']:.2f} s ({med['dataloader'] / med['plain']:.3f}× plain, extra)"
+        )
+    print(
+        f"median paired ratio vaelab/plain = {ratio:.3f} (goal ≤ {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}); "
+        f"per run: {', '.join(f'{x:.3f}' for x in per_run)}"
+    )
+    print(
+        f"extra: ratio of minimums {result['ratio_of_minimums']:.3f}, "
+        f"ratio of median process CPU time {result['cpu_ratio_of_medians']:.3f}"
+    )
     print(f"wrote {out}")
     return result
 
