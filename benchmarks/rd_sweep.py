@@ -16,6 +16,9 @@ wallclock_ratio = (seconds to train all K sweep models) / (seconds to train the 
 model), each measured around `vaelab.runs.train_run` (data loading, training, final test
 evaluation), run one after the other in this process.
 
+With --classic both sides are the classic regime instead (σ_x² = ½ fixed, i.e. Σ(x−μ)² + β·KL:
+MR-VAE / YOTO as published vs the classic β-VAE sweep), written to rd_sweep_classic.json.
+
 Goals: wallclock_ratio ≥ 7.5; conditional_loss ≤ separate_loss + 0.01·|separate_loss| at
 every β (the losses are negative nats for continuous data, so "× 1.01" is read as a 1 %
 margin of the loss's magnitude).
@@ -52,20 +55,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--sigma-mode", default="optimal-shared")
+    p.add_argument(
+        "--classic",
+        action="store_true",
+        help="the classic regimes instead: σ_x² = ½ fixed (Σ(x−μ)² + β·KL) for both",
+    )
     p.add_argument("--conditioning", default="film", choices=["film", "gate"])
     p.add_argument("--beta-sampling", default="minibatch", choices=["minibatch", "example"])
     p.add_argument(
         "--train-limit", type=int, default=None, help="first N training images (quick checks)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=str(RESULTS / "rd_sweep.json"))
-    return p.parse_args(argv)
+    p.add_argument(
+        "--output", help="default: results/rd_sweep.json (rd_sweep_classic.json with --classic)"
+    )
+    args = p.parse_args(argv)
+    args.output = args.output or str(
+        RESULTS / ("rd_sweep_classic.json" if args.classic else "rd_sweep.json")
+    )
+    return args
 
 
 def config(args, beta: float, conditional: bool) -> Config:
-    model = ModelConfig(
-        network="mlp", hidden=[512, 256], latent_dim=16, sigma_mode=args.sigma_mode, beta=beta
+    sigma = (
+        dict(sigma_mode="fixed", sigma=0.5**0.5)
+        if args.classic
+        else dict(sigma_mode=args.sigma_mode)
     )
+    model = ModelConfig(network="mlp", hidden=[512, 256], latent_dim=16, beta=beta, **sigma)
     if conditional:
         model.conditioning = args.conditioning
         model.beta_range = list(args.beta_range)
