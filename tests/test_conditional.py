@@ -46,7 +46,7 @@ def test_identity_initialised_conditioning_reproduces_the_unconditioned_forward(
     # and the modulators are trained: they receive gradients
     conditioned.train()
     conditioned(x).loss.mean().backward()
-    grads = [p.grad for n, p in conditioned.named_parameters() if "modulators" in n]
+    grads = [p.grad for n, p in conditioned.named_parameters() if "conditioner" in n]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
 
 

@@ -16,36 +16,32 @@ class Block(nn.Sequential):
 
 
 class BlockNetwork(nn.Module):
-    """Applies `blocks` in order, each optionally followed by a conditioning modulator;
-    `head` maps the last block's output to the result."""
+    """Applies `blocks` in order, each `Block` optionally followed by a β-conditioning
+    modulation; `head` maps the last block's output to the result."""
 
     def __init__(self, blocks: list[nn.Module], head: nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head
-        self.modulators: nn.ModuleList | None = None
+        self.conditioner: nn.Module | None = None
 
-    def add_conditioning(self, make: Callable[[int], nn.Module]) -> None:
-        """Follow every `Block` by `make(block.features)`, a module (h, condition) → h."""
-        self.modulators = nn.ModuleList(
-            make(b.features) if isinstance(b, Block) else Unmodulated() for b in self.blocks
-        )
+    def add_conditioning(self, make: Callable[[list[int]], nn.Module]) -> None:
+        """Modulate every `Block` by `make([features of each block])` (see `conditioning`)."""
+        self.conditioner = make([b.features for b in self.blocks if isinstance(b, Block)])
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
-        if self.modulators is None:
+        if self.conditioner is None:
             for block in self.blocks:
                 x = block(x)
-        else:
-            if condition is None:
-                raise ValueError("this network is conditional: pass a condition")
-            for block, modulate in zip(self.blocks, self.modulators):
-                x = modulate(block(x), condition)
+            return self.head(x)
+        if condition is None:
+            raise ValueError("this network is conditional: pass a condition")
+        modulations = iter(self.conditioner(condition))
+        for block in self.blocks:
+            x = block(x)
+            if isinstance(block, Block):
+                x = self.conditioner.modulate(x, next(modulations))
         return self.head(x)
-
-
-class Unmodulated(nn.Module):
-    def forward(self, h: Tensor, condition: Tensor) -> Tensor:
-        return h
 
 
 def mlp_blocks(sizes: list[int]) -> list[nn.Module]:
