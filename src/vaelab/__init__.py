@@ -1,6 +1,6 @@
 """vaelab: variational autoencoders done carefully."""
 
-from . import data, distributions, networks  # noqa: F401  (fill the registries)
+from . import data, distributions, estimators, networks  # noqa: F401  (fill the registries)
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from .errors import VaelabError
 from .models import VAE, build_vae

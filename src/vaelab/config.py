@@ -23,6 +23,7 @@ from .errors import ConfigError, closest
 from .registry import (
     CONDITIONING,
     DATASETS,
+    ESTIMATORS,
     LIKELIHOODS,
     NETWORKS,
     POSTERIORS,
@@ -78,6 +79,7 @@ class ModelConfig:
     prior: str = one_of(PRIORS, default="standard-normal")
     beta: float = at_least(0.0, default=1.0)  # weight of the rate only (β-conditional: at eval)
     samples: int = at_least(1, default=1)  # Monte-Carlo samples of z per example
+    estimator: str = one_of(ESTIMATORS, default="reparameterization")  # exact: enumerate codes
     # β-conditional VAE (DESIGN §1b): log β ~ U[log a, log b], networks modulated by log β
     conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
@@ -91,6 +93,11 @@ class ModelConfig:
         if not 0 < low <= high:
             raise ConfigError(
                 f"model.beta_range: need [a, b] with 0 < a ≤ b, got {self.beta_range}"
+            )
+        if self.posterior == "bernoulli" and self.estimator == "reparameterization":
+            raise ConfigError(
+                "model.estimator: binary codes cannot be reparameterised; use 'exact' "
+                "(≤ 16 bits) or a discrete-latent estimator"
             )
         if self.sigma_mode == "learned-beta" and self.conditioning is None:
             raise ConfigError(

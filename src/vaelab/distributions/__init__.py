@@ -1,6 +1,7 @@
 """Distribution objects: decoders' likelihoods, posteriors, priors and their KL."""
 
 from .bernoulli import BernoulliLikelihood
+from .bernoulli_latent import FactorisedBernoulli, UniformBernoulli, all_binary_codes
 from .gaussian import GaussianLikelihood, soft_lower_bound
 from .kl import kl_divergence, register_kl
 from .normal import DiagonalGaussian, StandardNormal, gaussian_log_density
@@ -9,9 +10,12 @@ from .reconstruction import Reconstruction
 __all__ = [
     "BernoulliLikelihood",
     "DiagonalGaussian",
+    "FactorisedBernoulli",
     "GaussianLikelihood",
     "Reconstruction",
     "StandardNormal",
+    "UniformBernoulli",
+    "all_binary_codes",
     "gaussian_log_density",
     "kl_divergence",
     "register_kl",

@@ -28,7 +28,4 @@ class BernoulliLikelihood(nn.Module):
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         nll = F.binary_cross_entropy_with_logits(output, x.expand_as(output), reduction="none")
         sq_err = (x - torch.sigmoid(output)) ** 2
-        return Reconstruction(
-            nll=nll.flatten(2).sum(-1).mean(0),
-            mse=sq_err.flatten(2).mean(-1).mean(0),
-        )
+        return Reconstruction(nll.flatten(2).sum(-1), sq_err.flatten(2).mean(-1))

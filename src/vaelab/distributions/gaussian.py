@@ -184,14 +184,14 @@ class GaussianLikelihood(nn.Module):
         return mean + torch.exp(log_sigma) * torch.randn_like(mean)
 
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
-        """x [B, *data], output [S, B, ...] → per-example terms averaged over the S samples;
+        """x [B, *data], output [S, B, ...] → terms per sample of z and example [S, B];
         `condition` [B] is ℓ = standardised log β in a β-conditional model."""
         mean, extra = self.split(output)
         sq_err = (x - mean) ** 2
         log_sigma = self.sigma_mode.log_sigma(sq_err, extra, condition)
         nll = -gaussian_log_density(x, mean, 2.0 * log_sigma)
         return Reconstruction(
-            nll=nll.flatten(2).sum(-1).mean(0),
-            mse=sq_err.flatten(2).mean(-1).mean(0),
+            nll.flatten(2).sum(-1),
+            sq_err.flatten(2).mean(-1),
             sigma=torch.exp(log_sigma).mean().detach(),
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from torch import Tensor
 
+from .bernoulli_latent import FactorisedBernoulli, UniformBernoulli
 from .normal import DiagonalGaussian, StandardNormal
 
 _ANALYTIC: dict[tuple[type, type], Callable[[object, object], Tensor]] = {}
@@ -34,3 +36,9 @@ def kl_divergence(q, p) -> Tensor:
 def _kl_diagonal_gaussian_standard_normal(q: DiagonalGaussian, p: StandardNormal) -> Tensor:
     """½ Σ_j (μ_j² + σ_j² − log σ_j² − 1)  (DESIGN §1a, the rate R(x))."""
     return 0.5 * (q.mean**2 + q.log_var.exp() - q.log_var - 1.0).sum(-1)
+
+
+@register_kl(FactorisedBernoulli, UniformBernoulli)
+def _kl_bernoulli_uniform(q: FactorisedBernoulli, p: UniformBernoulli) -> Tensor:
+    """L·log 2 − H(q): the rate of a binary code under the uniform prior."""
+    return q.logits.shape[-1] * math.log(2.0) - q.entropy()

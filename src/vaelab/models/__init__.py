@@ -1,5 +1,6 @@
 """Models assembled from distribution objects and networks."""
 
-from .vae import VAE, LossTerms, build_vae
+from ..estimators import LossTerms
+from .vae import VAE, build_vae
 
 __all__ = ["VAE", "LossTerms", "build_vae"]

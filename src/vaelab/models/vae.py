@@ -12,44 +12,16 @@ see ℓ = standardised log β. At evaluation the model is run at any β it is gi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..distributions import kl_divergence
 from ..distributions.log_uniform import LogUniformBeta
-from ..registry import CONDITIONING, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
-
-
-@dataclass
-class LossTerms:
-    """Per-example terms [B] of one forward pass."""
-
-    loss: Tensor  # D + β·R
-    distortion: Tensor  # E_q[−log p(x|z)]
-    rate: Tensor  # KL(q(z|x) ‖ p(z))
-    mse: Tensor  # squared error of the decoder mean, averaged over data dimensions
-    sigma: Tensor | None  # σ_x summary (Gaussian decoders)
-
-    @property
-    def negative_elbo(self) -> Tensor:
-        return self.distortion + self.rate
-
-    def sums(self) -> dict[str, Tensor]:
-        """Detached batch sums of every per-example term (what the trainer logs)."""
-        out = {
-            "loss": self.loss,
-            "distortion": self.distortion,
-            "rate": self.rate,
-            "negative_elbo": self.negative_elbo,
-            "mse": self.mse,
-        }
-        out = {k: v.detach().sum() for k, v in out.items()}
-        if self.sigma is not None:
-            out["sigma"] = self.sigma.detach() * len(self.loss)
-        return out
+from ..estimators import LossTerms
+from ..estimators.reparameterization import reparameterization
+from ..registry import CONDITIONING, ESTIMATORS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
 
 
 class VAE(nn.Module):
@@ -63,6 +35,7 @@ class VAE(nn.Module):
         beta: float = 1.0,
         samples: int = 1,
         beta_prior: LogUniformBeta | None = None,
+        estimator: Callable = reparameterization,
     ):
         super().__init__()
         self.encoder = encoder
@@ -73,6 +46,7 @@ class VAE(nn.Module):
         self.beta = beta  # the β of an unconditional model; the default β of a conditional one
         self.samples = samples
         self.beta_prior = beta_prior
+        self.estimator = estimator
 
     @property
     def conditional(self) -> bool:
@@ -106,18 +80,9 @@ class VAE(nn.Module):
         return out.reshape(*lead, *out.shape[1:])
 
     def forward(self, x: Tensor, beta: float | Tensor | None = None) -> LossTerms:
+        """Per-example loss terms, by the model's estimator (reparameterisation, exact, …)."""
         beta, cond = self.condition(len(x), beta, x.device)
-        q = self.encode(x, cond)
-        z = q.rsample(self.samples)  # [S, B, L]
-        rec = self.likelihood(x, self.decode(z, cond), cond)
-        rate = kl_divergence(q, self.prior)
-        return LossTerms(
-            loss=rec.nll + beta * rate,
-            distortion=rec.nll,
-            rate=rate,
-            mse=rec.mse,
-            sigma=rec.sigma,
-        )
+        return self.estimator(self, x, beta, cond)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, beta: float | None = None) -> Tensor:
@@ -167,4 +132,5 @@ def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
         beta=cfg.beta,
         samples=cfg.samples,
         beta_prior=beta_prior,
+        estimator=ESTIMATORS.get(cfg.estimator),
     )
