@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import LIKELIHOODS
+from .exponential_family import BernoulliEF
 from .reconstruction import Reconstruction
 
 
@@ -19,8 +20,14 @@ class BernoulliLikelihood(nn.Module):
     def __init__(self, data_shape: tuple[int, ...], **unused):
         super().__init__()
 
+    family = BernoulliEF()
+
     def mean(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output)
+
+    def natural_parameters(self, output: Tensor, x: Tensor | None = None, condition=None) -> Tensor:
+        """η = the logits, flattened over data dimensions [..., D]."""
+        return output.flatten(-3)
 
     def sample(self, output: Tensor) -> Tensor:
         return torch.bernoulli(torch.sigmoid(output))

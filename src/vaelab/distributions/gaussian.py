@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import LIKELIHOODS, SIGMA_MODES
+from .exponential_family import GaussianEF
 from .normal import gaussian_log_density
 from .reconstruction import Reconstruction
 
@@ -172,8 +173,24 @@ class GaussianLikelihood(nn.Module):
         mean, extra = output.chunk(2, dim=-3)
         return mean, extra
 
+    family = GaussianEF()
+
     def mean(self, output: Tensor) -> Tensor:
         return self.split(output)[0]
+
+    def natural_parameters(
+        self, output: Tensor, x: Tensor | None = None, condition: Tensor | None = None
+    ) -> Tensor:
+        """η = (μ/σ², −1/(2σ²)) per data dimension, flattened [..., 2D]. The optimal σ modes
+        need the data x their σ is the optimum for."""
+        mean, extra = self.split(output)
+        if self.sigma_mode.needs_data and x is None:
+            raise ValueError("this σ mode is defined by a batch of data: pass x")
+        sq_err = (x - mean) ** 2 if x is not None else torch.zeros_like(mean)
+        log_sigma = self.sigma_mode.log_sigma(sq_err, extra, condition)
+        return GaussianEF.natural_parameters(
+            mean.flatten(-3), log_sigma.expand_as(mean).flatten(-3)
+        )
 
     def sample(self, output: Tensor, condition: Tensor | None = None) -> Tensor:
         """x ~ p(x|z). The optimal modes have no σ without data: they return the mean."""

@@ -52,6 +52,14 @@ class DiagonalGaussian:
     def log_prob(self, z: Tensor) -> Tensor:
         return gaussian_log_density(z, self.mean, self.log_var).sum(-1)
 
+    # exponential-family form: ψ(z) = (z, z²), η = (μ/σ², −1/(2σ²))
+    sufficient_statistics = staticmethod(lambda z: torch.cat([z, z * z], dim=-1))
+
+    @property
+    def natural_parameters(self) -> Tensor:
+        precision = torch.exp(-self.log_var)
+        return torch.cat([self.mean * precision, -0.5 * precision], dim=-1)
+
     def entropy(self) -> Tensor:
         return 0.5 * (LOG_2PI + 1.0 + self.log_var).sum(-1)
 
