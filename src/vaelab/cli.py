@@ -1,4 +1,4 @@
-"""Command line: `vaelab train | eval | rd | run | demo`.
+"""Command line: `vaelab train | eval | rd | consistency | run | demo`.
 
 Errors the user can fix print one line and exit with code 2; an interrupted run exits with
 130 and resumes when the same command is run again.
@@ -88,6 +88,23 @@ def cmd_rd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consistency(args: argparse.Namespace) -> int:
+    from .evaluation.consistency import consistency
+    from .files import write_json
+    from .runs import load_run
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise VaelabError(f"run directory {str(run_dir)!r} does not exist")
+    run = load_run(run_dir, device=args.device)
+    result = consistency(run.model, run.test_data.batch(slice(0, args.examples)))
+    write_json(run_dir / "consistency.json", result)
+    for key, value in result.items():
+        print(f"{key:24s} {value:.6g}" if isinstance(value, float) else f"{key:24s} {value}")
+    print(f"wrote {run_dir / 'consistency.json'}")
+    return 0
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -140,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_rd)
+
+    p = sub.add_parser(
+        "consistency", help="distance of a trained VAE to the consistent (harmonium) set"
+    )
+    p.add_argument("run_dir")
+    p.add_argument("--examples", type=int, default=2000, help="test examples to use")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser("run", help="run a named experiment (recipe)")
     p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS.names())}")
