@@ -1,0 +1,544 @@
+"""Exponential-family harmoniums (RBMs) with binary hidden units (DESIGN §1c).
+
+Theorem 1 of Shekhovtsov, Schlesinger & Flach (ICLR 2022): a VAE whose decoder p(x|z) and
+encoder q(z|x) are exponential families has a tight ELBO only on the *consistent set*, the
+EF harmonium
+
+    p(x, z) ∝ h(x) h'(z) exp(ν(x)ᵀ W ψ(z) + aᵀν(x) + bᵀψ(z)),
+
+whose conditionals are p(x|z) with natural parameters Wψ(z) + a and, for binary z (ψ(z) = z,
+h' = 1), p(z|x) = Π_j Bern(z_j; σ(Wᵀν(x) + b)_j). Two members are implemented:
+
+* ``GaussianBernoulliRBM``: p(x, z) ∝ exp(−‖x − a‖²/(2σ²) + xᵀWz/σ² + bᵀz), x ∈ R^D. Its
+  marginal p(x) is a mixture of 2^H Gaussians N(a + Wz, σ²I) with weights
+  ∝ exp(bᵀz + (‖a + Wz‖² − ‖a‖²)/(2σ²)) (complete the square), so log Z is exact by
+  enumerating z with the Gaussian integral done analytically.
+* ``BernoulliBernoulliRBM``: p(x, z) ∝ exp(xᵀWz + aᵀx + bᵀz), x ∈ {0,1}^D; log Z is exact by
+  enumerating the smaller layer with the other summed analytically (a softplus per unit).
+
+Both give free energies F(x) = −log Σ_z exp(−E(x, z)) in closed form, so
+log p(x) = −F(x) − log Z. Training: ``fit_exact`` (Adam on the exact negative log-likelihood,
+autograd through log Z) and ``fit_contrastive`` (CD-k or persistent CD via the free-energy
+gradient: loss = F(x_data) − F(x_model) with model samples held fixed). When log Z cannot be
+enumerated (more than 16 units in the relevant layer) use annealed importance sampling,
+``vaelab.evaluation.ais``, for which both classes implement the annealing interface
+(``base_log_partition``, ``sample_base``, ``log_unnormalised_marginal``, ``gibbs_at``): the
+path is geometric between the base model "W = 0" (visible parameter ``base``, default the
+RBM's own a; hidden bias b) and the RBM, i.e. the RBM with weights βW and visible parameter
+(1 − β)·base + β·a.
+
+Random numbers come only from explicit ``torch.Generator`` objects where one is passed, so
+seeded runs repeat exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..distributions.bernoulli_latent import FactorisedBernoulli, all_binary_codes
+from ..distributions.exponential_family import BernoulliEF, GaussianEF
+
+LOG_2PI = math.log(2.0 * math.pi)
+MAX_ENUMERABLE = 16  # 2^16 = 65,536 states
+_CHUNK = 4096  # codes per block when enumerating (bounds memory at 2^16 states)
+
+__all__ = [
+    "BernoulliBernoulliRBM",
+    "GaussianBernoulliRBM",
+    "Harmonium",
+    "fit_contrastive",
+    "fit_exact",
+]
+
+
+def _logsumexp_over_codes(n_bits: int, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+    """logsumexp over every code c ∈ {0,1}^n of fn(c) (fn maps [K, n] → [K]), in blocks."""
+    codes = all_binary_codes(n_bits, device=like.device).to(like.dtype)
+    parts = [torch.logsumexp(fn(block), dim=0) for block in codes.split(_CHUNK)]
+    return torch.logsumexp(torch.stack(parts), dim=0)
+
+
+def _too_many(what: str, n: int) -> ValueError:
+    return ValueError(
+        f"{what} has {n} units: 2^{n} states are too many to enumerate (max "
+        f"{MAX_ENUMERABLE}); estimate log Z with vaelab.evaluation.ais.ais_log_partition"
+    )
+
+
+class Harmonium(nn.Module):
+    """Code shared by harmoniums with H binary hidden units z (ψ(z) = z).
+
+    Subclasses define ``hidden_logits(x, beta)``, ``sample_visible(z, beta, base, generator)``,
+    ``free_energy``, ``negative_energy`` and ``log_partition``.
+    """
+
+    visible: int
+    hidden: int
+
+    def _init_parameters(
+        self, visible: int, hidden: int, weight_scale: float, generator: torch.Generator | None
+    ) -> None:
+        if visible < 1 or hidden < 1:
+            raise ValueError(
+                f"need at least one visible and one hidden unit, got {visible, hidden}"
+            )
+        self.visible, self.hidden = visible, hidden
+        self.W = nn.Parameter(weight_scale * torch.randn(visible, hidden, generator=generator))
+        self.a = nn.Parameter(torch.zeros(visible))
+        self.b = nn.Parameter(torch.zeros(hidden))
+
+    # ----- subclass interface
+    def hidden_logits(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        raise NotImplementedError
+
+    def sample_visible(
+        self,
+        z: Tensor,
+        beta: float = 1.0,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_partition(self) -> Tensor:
+        raise NotImplementedError
+
+    # ----- shared
+    def posterior(self, x: Tensor) -> FactorisedBernoulli:
+        """p(z|x) = Π_j Bern(z_j; σ(b + Wᵀν(x))_j), exact."""
+        return FactorisedBernoulli(self.hidden_logits(x))
+
+    def sample_hidden(
+        self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(self.hidden_logits(x, beta)), generator=generator)
+
+    @torch.no_grad()
+    def gibbs(self, x: Tensor, steps: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """`steps` block-Gibbs sweeps x → z ~ p(z|x) → x ~ p(x|z); returns the last x."""
+        for _ in range(steps):
+            x = self.sample_visible(self.sample_hidden(x, generator=generator), generator=generator)
+        return x
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """Exact log p(x) = −F(x) − log Z per example [B] (differentiable)."""
+        return -self.free_energy(x) - self.log_partition()
+
+    @property
+    def enumerable(self) -> bool:
+        """Whether ``log_partition`` is exact (enumeration over ≤ 16 units)."""
+        raise NotImplementedError
+
+    # ----- annealing interface for vaelab.evaluation.ais
+    def _base(self, base: Tensor | None) -> Tensor:
+        return self.a.detach() if base is None else base.to(self.a)
+
+    def _visible_at(self, beta: float, base: Tensor | None) -> Tensor:
+        return (1.0 - beta) * self._base(base) + beta * self.a
+
+    @torch.no_grad()
+    def gibbs_at(
+        self,
+        x: Tensor,
+        beta: float,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One Gibbs sweep leaving p_β(x) invariant (the RBM with βW, visible (1−β)base + βa)."""
+        z = self.sample_hidden(x, beta, generator)
+        return self.sample_visible(z, beta, base, generator)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.visible:
+            raise ValueError(f"expected data of shape [N, {self.visible}], got {list(x.shape)}")
+
+
+class GaussianBernoulliRBM(Harmonium):
+    """p(x, z) ∝ exp(−‖x − a‖²/(2σ²) + xᵀWz/σ² + bᵀz), x ∈ R^D, z ∈ {0,1}^H, σ shared.
+
+    In EF form ν(x) = (x, x²): p(x|z) = N(a + Wz, σ²I), i.e. natural parameters
+    ((a + Wz)/σ², −1/(2σ²)) — affine in z, as Theorem 1 requires — and
+    p(z|x) = Π Bern(σ(b + Wᵀx/σ²)). σ is a buffer, or a parameter (log σ) with learn_sigma.
+    """
+
+    visible_family = GaussianEF()
+
+    def __init__(
+        self,
+        visible: int,
+        hidden: int,
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        weight_scale: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self._init_parameters(visible, hidden, weight_scale, generator)
+        log_sigma = torch.tensor(math.log(sigma))
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> Tensor:
+        return self.log_sigma.exp()
+
+    @property
+    def enumerable(self) -> bool:
+        return self.hidden <= MAX_ENUMERABLE
+
+    def hidden_logits(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        """b + β Wᵀx/σ² (β = 1: the posterior's logits)."""
+        return self.b + beta * (x @ self.W) * torch.exp(-2.0 * self.log_sigma)
+
+    def conditional_mean(self, z: Tensor) -> Tensor:
+        """E[x|z] = a + Wz."""
+        return self.a + z @ self.W.T
+
+    def conditional_natural_parameters(self, z: Tensor) -> Tensor:
+        """p(x|z) in ``GaussianEF`` form: ((a + Wz)/σ², −1/(2σ²)), shape [..., 2D]."""
+        return GaussianEF.natural_parameters(self.conditional_mean(z), self.log_sigma)
+
+    def sample_visible(
+        self,
+        z: Tensor,
+        beta: float = 1.0,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x ~ N(a_β + βWz, σ²I), a_β = (1 − β)·base + β·a (β = 1: p(x|z))."""
+        if beta == 1.0:
+            mean = self.conditional_mean(z)
+        else:
+            mean = self._visible_at(beta, base) + beta * (z @ self.W.T)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + self.sigma * noise
+
+    def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
+        """−E(x, z) = −‖x − a‖²/(2σ²) + xᵀWz/σ² + bᵀz (broadcast over leading dimensions)."""
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        quadratic = -0.5 * inv_var * ((x - self.a) ** 2).sum(-1)
+        return quadratic + inv_var * ((x @ self.W) * z).sum(-1) + z @ self.b
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        """F(x) = ‖x − a‖²/(2σ²) − Σ_j softplus(b_j + (Wᵀx)_j/σ²), per example [B]."""
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        quadratic = 0.5 * inv_var * ((x - self.a) ** 2).sum(-1)
+        return quadratic - F.softplus(self.hidden_logits(x)).sum(-1)
+
+    def _component_scores(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(bᵀz + (‖a + Wz‖² − ‖a‖²)/(2σ²), a + Wz) for codes z [K, H]: unnormalised log
+        weights of the mixture components (without the common (2πσ²)^{D/2}) and their means."""
+        means = self.conditional_mean(z)
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        lift = 0.5 * inv_var * ((means**2).sum(-1) - (self.a**2).sum())
+        return z @ self.b + lift, means
+
+    def log_partition(self) -> Tensor:
+        """log Z = logsumexp_z [bᵀz + (‖a + Wz‖² − ‖a‖²)/(2σ²)] + (D/2) log(2πσ²), exact."""
+        if not self.enumerable:
+            raise _too_many("the hidden layer", self.hidden)
+        total = _logsumexp_over_codes(self.hidden, lambda z: self._component_scores(z)[0], self.W)
+        return total + 0.5 * self.visible * (LOG_2PI + 2.0 * self.log_sigma)
+
+    def mixture(self) -> tuple[Tensor, Tensor, Tensor]:
+        """p(x) = Σ_z π_z N(x; a + Wz, σ²I): (log π [2^H], means [2^H, D], σ), codes in
+        ``all_binary_codes`` order."""
+        if not self.enumerable:
+            raise _too_many("the hidden layer", self.hidden)
+        codes = all_binary_codes(self.hidden, device=self.W.device).to(self.W.dtype)
+        scores, means = self._component_scores(codes)
+        return scores - torch.logsumexp(scores, dim=0), means, self.sigma
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, gibbs_steps: int = 1000
+    ) -> Tensor:
+        """n exact samples of p(x) (pick a component, then a Gaussian) when H ≤ 16; otherwise
+        `gibbs_steps` Gibbs sweeps from N(a, σ²I) (approximate)."""
+        if not self.enumerable:
+            return self.gibbs(self.sample_base(n, generator=generator), gibbs_steps, generator)
+        log_weights, means, sigma = self.mixture()
+        k = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
+        noise = torch.randn(
+            (n, self.visible), generator=generator, dtype=means.dtype, device=means.device
+        )
+        return means[k] + sigma * noise
+
+    # ----- annealing interface (vaelab.evaluation.ais)
+    def base_log_partition(self, base: Tensor | None = None) -> Tensor:
+        """log Z of the base p_0(x, z) ∝ exp(−‖x − base‖²/(2σ²) + bᵀz)."""
+        with torch.no_grad():
+            return 0.5 * self.visible * (LOG_2PI + 2.0 * self.log_sigma) + F.softplus(self.b).sum()
+
+    @torch.no_grad()
+    def sample_base(
+        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        mean = self._base(base).expand(n, self.visible)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + self.sigma * noise
+
+    @torch.no_grad()
+    def log_unnormalised_marginal(
+        self, x: Tensor, beta: float, base: Tensor | None = None
+    ) -> Tensor:
+        """log f_β(x) = −[(1−β)‖x − base‖² + β‖x − a‖²]/(2σ²) + Σ_j softplus(b_j + β(Wᵀx)_j/σ²)
+        (the geometric path p_0^{1−β} p_1^β summed over z; β = 1 gives −F(x))."""
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        far = (1.0 - beta) * ((x - self._base(base)) ** 2).sum(-1) + beta * ((x - self.a) ** 2).sum(
+            -1
+        )
+        return -0.5 * inv_var * far + F.softplus(self.hidden_logits(x, beta)).sum(-1)
+
+    def base_from_data(self, data: Tensor) -> Tensor:
+        """A base close to the data for AIS: the data mean as the base's visible mean."""
+        return data.mean(0).to(self.a)
+
+
+class BernoulliBernoulliRBM(Harmonium):
+    """p(x, z) ∝ exp(xᵀWz + aᵀx + bᵀz), x ∈ {0,1}^D, z ∈ {0,1}^H (the binary RBM).
+
+    p(x|z) = Π Bern(σ(a + Wz)) and p(z|x) = Π Bern(σ(b + Wᵀx)).
+    """
+
+    visible_family = BernoulliEF()
+
+    def __init__(
+        self,
+        visible: int,
+        hidden: int,
+        weight_scale: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self._init_parameters(visible, hidden, weight_scale, generator)
+
+    @property
+    def enumerable(self) -> bool:
+        return min(self.visible, self.hidden) <= MAX_ENUMERABLE
+
+    def hidden_logits(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        """b + βWᵀx (β = 1: the posterior's logits)."""
+        return self.b + beta * (x @ self.W)
+
+    def visible_logits(self, z: Tensor) -> Tensor:
+        """a + Wz: the logits of p(x|z) (its ``BernoulliEF`` natural parameters)."""
+        return self.a + z @ self.W.T
+
+    conditional_natural_parameters = visible_logits
+
+    def sample_visible(
+        self,
+        z: Tensor,
+        beta: float = 1.0,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x ~ Π Bern(σ(a_β + βWz)), a_β = (1 − β)·base + β·a (β = 1: p(x|z))."""
+        if beta == 1.0:
+            logits = self.visible_logits(z)
+        else:
+            logits = self._visible_at(beta, base) + beta * (z @ self.W.T)
+        return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+    def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
+        """−E(x, z) = xᵀWz + aᵀx + bᵀz (broadcast over leading dimensions)."""
+        return ((x @ self.W) * z).sum(-1) + x @ self.a + z @ self.b
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        """F(x) = −aᵀx − Σ_j softplus(b_j + (Wᵀx)_j), per example [B]."""
+        return -(x @ self.a) - F.softplus(self.hidden_logits(x)).sum(-1)
+
+    def hidden_free_energy(self, z: Tensor) -> Tensor:
+        """F'(z) = −bᵀz − Σ_i softplus(a_i + (Wz)_i) = −log Σ_x exp(−E(x, z))."""
+        return -(z @ self.b) - F.softplus(self.visible_logits(z)).sum(-1)
+
+    def log_partition(self, layer: str = "auto") -> Tensor:
+        """Exact log Z by enumerating one layer (`"hidden"`, `"visible"`, or `"auto"`: the
+        smaller) and summing the other analytically."""
+        if layer == "auto":
+            layer = "hidden" if self.hidden <= self.visible else "visible"
+        if layer == "hidden":
+            if self.hidden > MAX_ENUMERABLE:
+                raise _too_many("the hidden layer", self.hidden)
+            return _logsumexp_over_codes(self.hidden, lambda z: -self.hidden_free_energy(z), self.W)
+        if layer == "visible":
+            if self.visible > MAX_ENUMERABLE:
+                raise _too_many("the visible layer", self.visible)
+            return _logsumexp_over_codes(self.visible, lambda x: -self.free_energy(x), self.W)
+        raise ValueError(f'layer must be "auto", "hidden" or "visible", got {layer!r}')
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, gibbs_steps: int = 1000
+    ) -> Tensor:
+        """n exact samples of p(x) when a layer has ≤ 16 units (draw the smaller layer from
+        its marginal, then the other given it); otherwise `gibbs_steps` Gibbs sweeps."""
+        if not self.enumerable:
+            return self.gibbs(self.sample_base(n, generator=generator), gibbs_steps, generator)
+        dtype, device = self.W.dtype, self.W.device
+        if self.hidden <= self.visible:
+            codes = all_binary_codes(self.hidden, device=device).to(dtype)
+            log_p = -self.hidden_free_energy(codes)
+        else:
+            codes = all_binary_codes(self.visible, device=device).to(dtype)
+            log_p = -self.free_energy(codes)
+        k = torch.multinomial(torch.softmax(log_p, 0), n, replacement=True, generator=generator)
+        if self.hidden <= self.visible:
+            return self.sample_visible(codes[k], generator=generator)
+        return codes[k]
+
+    # ----- annealing interface (vaelab.evaluation.ais)
+    def base_log_partition(self, base: Tensor | None = None) -> Tensor:
+        """log Z of the base p_0(x, z) ∝ exp(baseᵀx + bᵀz): Σ softplus(base) + Σ softplus(b)."""
+        with torch.no_grad():
+            return F.softplus(self._base(base)).sum() + F.softplus(self.b).sum()
+
+    @torch.no_grad()
+    def sample_base(
+        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        probs = torch.sigmoid(self._base(base)).expand(n, self.visible)
+        return torch.bernoulli(probs, generator=generator)
+
+    @torch.no_grad()
+    def log_unnormalised_marginal(
+        self, x: Tensor, beta: float, base: Tensor | None = None
+    ) -> Tensor:
+        """log f_β(x) = a_βᵀx + Σ_j softplus(b_j + β(Wᵀx)_j), a_β = (1−β)·base + β·a
+        (the geometric path p_0^{1−β} p_1^β summed over z; β = 1 gives −F(x))."""
+        return x @ self._visible_at(beta, base) + F.softplus(self.hidden_logits(x, beta)).sum(-1)
+
+    def base_from_data(self, data: Tensor, smoothing: float = 1.0) -> Tensor:
+        """Salakhutdinov & Murray's base for AIS: logits of the (smoothed) mean of each pixel."""
+        p = (data.sum(0) + smoothing) / (len(data) + 2.0 * smoothing)
+        return torch.logit(p).to(self.a)
+
+
+# ----------------------------------------------------------------------------- training
+def _batches(data: Tensor, batch_size: int | None, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless minibatches: shuffled epochs of `batch_size` (the whole set when None)."""
+    n = len(data)
+    if batch_size is None or batch_size >= n:
+        while True:
+            yield data
+    while True:
+        order = torch.randperm(n, generator=generator, device=generator.device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield data[order[start : start + batch_size]]
+
+
+def _setup(rbm: Harmonium, data: Tensor, seed: int) -> tuple[Tensor, torch.Generator]:
+    rbm._check(data)
+    data = data.to(rbm.W)
+    return data, torch.Generator(device=data.device).manual_seed(seed)
+
+
+def fit_exact(
+    rbm: Harmonium,
+    data: Tensor,
+    steps: int = 500,
+    lr: float = 1e-2,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Maximum likelihood: Adam on the exact −mean log p(x) (autograd through log Z).
+
+    Returns the minibatch's mean exact log-likelihood (nats per example) at every step,
+    evaluated before that step's update. Needs an enumerable RBM (≤ 16 units in a layer).
+    """
+    if not rbm.enumerable:
+        raise ValueError("fit_exact needs an enumerable log Z (≤ 16 units); use fit_contrastive")
+    data, generator = _setup(rbm, data, seed)
+    optimiser = torch.optim.Adam(rbm.parameters(), lr=lr)
+    batches = _batches(data, batch_size, generator)
+    history = []
+    for _ in tqdm(range(steps), desc="fit_exact", disable=not progress, mininterval=0.5):
+        log_likelihood = rbm.log_likelihood(next(batches)).mean()
+        optimiser.zero_grad(set_to_none=True)
+        (-log_likelihood).backward()
+        optimiser.step()
+        history.append(log_likelihood.item())
+    return history
+
+
+def fit_contrastive(
+    rbm: Harmonium,
+    data: Tensor,
+    steps: int = 500,
+    lr: float = 1e-2,
+    k: int = 1,
+    persistent: bool = False,
+    batch_size: int | None = None,
+    seed: int = 0,
+    chains: int | None = None,
+    lr_decay: bool = True,
+    optimizer: str = "adam",
+    momentum: float = 0.5,
+    track_likelihood: bool | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Contrastive divergence CD-k (chains restart at the minibatch) or persistent CD
+    (`persistent=True`: `chains` Gibbs chains, default the batch size, started at random
+    training examples and carried across steps), each step running k Gibbs sweeps.
+
+    Gradient by the free-energy trick: Adam on F(x_data).mean() − F(x_model).mean() with the
+    model samples held fixed, whose gradient is the CD/PCD estimate of −∇ mean log p(x).
+    `optimizer`: "adam" or "sgd" (with `momentum`); `lr_decay`: the learning rate falls
+    linearly to zero over the run (Tieleman 2008) — without it PCD's estimate of a sharply
+    peaked model oscillates instead of settling.
+
+    Returns per step: the minibatch's mean exact log-likelihood (before the update) when
+    `track_likelihood` (default: whenever log Z is enumerable), else the surrogate loss.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    data, generator = _setup(rbm, data, seed)
+    track = rbm.enumerable if track_likelihood is None else track_likelihood
+    if optimizer == "adam":
+        optimiser = torch.optim.Adam(rbm.parameters(), lr=lr)
+    elif optimizer == "sgd":
+        optimiser = torch.optim.SGD(rbm.parameters(), lr=lr, momentum=momentum)
+    else:
+        raise ValueError(f'optimizer must be "adam" or "sgd", got {optimizer!r}')
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 1.0 - step / steps if lr_decay else 1.0
+    )
+    batches = _batches(data, batch_size, generator)
+    state: Tensor | None = None
+    if persistent:
+        n_chains = chains or min(batch_size or len(data), len(data))
+        start = torch.randint(len(data), (n_chains,), generator=generator, device=data.device)
+        state = data[start].clone()
+    history = []
+    label = "PCD" if persistent else "CD"
+    for _ in tqdm(range(steps), desc=f"{label}-{k}", disable=not progress, mininterval=0.5):
+        batch = next(batches)
+        negative = rbm.gibbs(state if persistent else batch, k, generator)
+        if persistent:
+            state = negative
+        loss = rbm.free_energy(batch).mean() - rbm.free_energy(negative).mean()
+        if track:
+            with torch.no_grad():
+                history.append(rbm.log_likelihood(batch).mean().item())
+        else:
+            history.append(loss.item())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    return history
