@@ -5,7 +5,7 @@ built with. `reparameterization` serves continuous posteriors, `exact` enumerate
 discrete latent spaces.
 """
 
-from . import exact, reparameterization
+from . import discrete, exact, reparameterization
 from .terms import LossTerms
 
-__all__ = ["LossTerms", "exact", "reparameterization"]
+__all__ = ["LossTerms", "discrete", "exact", "reparameterization"]
