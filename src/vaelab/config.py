@@ -19,6 +19,7 @@ from typing import Any, Union
 
 import yaml
 
+from .distributions.multinomial import CONVENTIONS
 from .errors import ConfigError, closest
 from .registry import (
     CONDITIONING,
@@ -75,6 +76,7 @@ class ModelConfig:
     sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")
     sigma: float = at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
     log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
+    multinomial_convention: str = one_of(CONVENTIONS, default="saturated")  # word-count NLL
     posterior: str = one_of(POSTERIORS, default="diagonal-gaussian")
     prior: str = one_of(PRIORS, default="standard-normal")
     beta: float = at_least(0.0, default=1.0)  # weight of the rate only (β-conditional: at eval)

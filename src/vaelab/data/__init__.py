@@ -15,11 +15,14 @@ from .base import ImageData, cache_dir
 __all__ = ["ImageData", "cache_dir", "load_data"]
 
 
-def load_data(cfg: DataConfig) -> tuple[ImageData, ImageData]:
-    """(train, test) of the data set `cfg.name`, limited, optionally binarised, and checked."""
+def load_data(cfg: DataConfig):
+    """(train, test) of the data set `cfg.name`, limited, optionally binarised, and checked.
+    Image data sets give ImageData; text corpora give BowData (word counts)."""
     train, test = DATASETS.get(cfg.name)(cfg)
     train, test = train.limit(cfg.train_limit), test.limit(cfg.test_limit)
     if cfg.binarize:
+        if not isinstance(train, ImageData):
+            raise DataError(f"data.binarize: {cfg.name} is not an image data set")
         train, test = binarize(train), binarize(test)
     # each ImageData checked its images (rank, NaN, range) when it was made
     if train.shape != test.shape:

@@ -3,6 +3,7 @@ seeded split for data sets without an official test set."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ class ImageData:
     def limit(self, n: int | None) -> ImageData:
         """The first n examples (all if n is None)."""
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """A copy whose images live on `device` (labels and factors stay where they are)."""
+        return dataclasses.replace(self, images=self.images.to(device))
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from .bernoulli import BernoulliLikelihood
 from .bernoulli_latent import FactorisedBernoulli, UniformBernoulli, all_binary_codes
 from .gaussian import GaussianLikelihood, soft_lower_bound
 from .kl import kl_divergence, register_kl
+from .multinomial import MultinomialLikelihood
 from .normal import DiagonalGaussian, StandardNormal, gaussian_log_density
 from .reconstruction import Reconstruction
 
@@ -12,6 +13,7 @@ __all__ = [
     "DiagonalGaussian",
     "FactorisedBernoulli",
     "GaussianLikelihood",
+    "MultinomialLikelihood",
     "Reconstruction",
     "StandardNormal",
     "UniformBernoulli",

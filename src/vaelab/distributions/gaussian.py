@@ -161,6 +161,7 @@ class GaussianLikelihood(nn.Module):
         sigma_mode: str = "learned-shared",
         sigma: float = 1.0,
         log_sigma_min: float = -6.0,
+        **unused,
     ):
         super().__init__()
         self.sigma_mode = SIGMA_MODES.get(sigma_mode)(tuple(data_shape), sigma, log_sigma_min)

@@ -13,7 +13,7 @@ from ..data.base import ImageData
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: ImageData,
+    data,
     batch_size: int = 500,
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -38,7 +38,7 @@ def evaluate(
                 totals[name] = totals.get(name, 0.0) + value
     model.train(was_training)
     means = {name: float(total) / len(data) for name, total in totals.items()}
-    if "negative_elbo" in means:
+    if "negative_elbo" in means and isinstance(data, ImageData):
         dims = math.prod(data.shape)
         means["bits_per_dim"] = means["negative_elbo"] / (dims * math.log(2.0))
     return means

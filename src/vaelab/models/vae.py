@@ -106,6 +106,7 @@ def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
         sigma_mode=cfg.sigma_mode,
         sigma=cfg.sigma,
         log_sigma_min=cfg.log_sigma_min,
+        convention=cfg.multinomial_convention,
     )
     encoder, decoder = NETWORKS.get(cfg.network)(
         data_shape=tuple(data_shape),

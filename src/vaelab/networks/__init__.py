@@ -1,6 +1,6 @@
 """Encoder and decoder networks, registered by name."""
 
-from . import conditioning, conv, mlp
+from . import bow, conditioning, conv, mlp
 from .blocks import Block, BlockNetwork
 
-__all__ = ["Block", "BlockNetwork", "conditioning", "conv", "mlp"]
+__all__ = ["Block", "BlockNetwork", "bow", "conditioning", "conv", "mlp"]

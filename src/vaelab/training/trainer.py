@@ -2,7 +2,8 @@
 checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
 
 A model is any module whose forward(x) returns an object with `.loss` (per-example loss, [B])
-and `.sums()` (detached batch sums of the terms to log); see `models.vae.LossTerms`.
+and `.sums()` (detached batch sums of the terms to log); see `estimators.LossTerms`. Data is
+any object with `len`, `to(device)` and `batch(index)` → a float tensor (ImageData, BowData).
 
 Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the same one
 `DistributedSampler` draws — and the noise of step s on rank r comes from a generator seeded
@@ -24,7 +25,6 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..data.base import ImageData, to_float
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluation.elbo import evaluate
 from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -67,8 +67,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train_data: ImageData,
-        test_data: ImageData | None,
+        train_data,
+        test_data,
         cfg: TrainConfig,
         run_dir: str | Path,
         run_config: dict[str, Any],
@@ -80,7 +80,7 @@ class Trainer:
         self.placement = placement or distributed.setup(cfg.device)
         self.device = self.placement.device
         self.model = model.to(self.device)
-        self.train_images = train_data.images.to(self.device)
+        self.train_data = train_data.to(self.device)
         self.test_data = test_data
         self.optimizer = torch.optim.Adam(
             model.parameters(),
@@ -191,7 +191,7 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             order = torch.tensor(list(self.sampler), device=self.device)
             for b in range(offset, self.steps_per_epoch):
-                x = to_float(self.train_images[order[b * bs : (b + 1) * bs]])
+                x = self.train_data.batch(order[b * bs : (b + 1) * bs])
                 step = self.state.step + 1
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
                 batch_sums, grad_norm = self._step(x, measure_grad=logging)

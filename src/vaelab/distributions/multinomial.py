@@ -1,0 +1,62 @@
+"""Multinomial decoder over word counts: p(x|z) = Mult(x; n, softmax(ℓ(z))), n = Σ_v x_v.
+
+Three conventions for −log p(x|z) are in use and vaelab reports which one a number uses:
+  full            −Σ_v x_v log π_v − log(n! / Π_v x_v!)
+  no-coefficient  −Σ_v x_v log π_v
+  saturated       −Σ_v x_v log π_v + Σ_v x_v log(x_v / n): relative to the saturated model
+                  π = x/n, the convention of the public reproduction of Shekhovtsov et al.
+                  (2022) — ≥ 0, and 0 only for a perfect decoder.
+They differ by a constant per document, so they give the same gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..registry import LIKELIHOODS
+from .exponential_family import MultinomialEF
+from .reconstruction import Reconstruction
+
+CONVENTIONS = ("full", "no-coefficient", "saturated")
+
+
+def convention_offset(x: Tensor, convention: str) -> Tensor:
+    """Per-document constant [B] to add to the no-coefficient NLL for `convention`."""
+    if convention == "no-coefficient":
+        return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+    if convention == "full":
+        return -MultinomialEF().log_base_measure(x)
+    if convention == "saturated":
+        n = x.sum(-1, keepdim=True)
+        return torch.xlogy(x, x / n.clamp_min(1)).sum(-1)
+    raise ValueError(f"unknown convention {convention!r}; one of {CONVENTIONS}")
+
+
+@LIKELIHOODS.register("multinomial")
+class MultinomialLikelihood(nn.Module):
+    """Word counts x [B, V] given decoder logits [S, B, V]."""
+
+    outputs_per_dim = 1
+    family = MultinomialEF()
+
+    def __init__(self, data_shape: tuple[int, ...], convention: str = "saturated", **unused):
+        super().__init__()
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown convention {convention!r}; one of {CONVENTIONS}")
+        self.convention = convention
+
+    def mean(self, output: Tensor) -> Tensor:
+        """The word probabilities π = softmax(ℓ)."""
+        return torch.softmax(output, dim=-1)
+
+    def natural_parameters(self, output: Tensor, x: Tensor | None = None, condition=None) -> Tensor:
+        return output
+
+    def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
+        log_pi = F.log_softmax(output, dim=-1)
+        nll = -(x * log_pi).sum(-1) + convention_offset(x, self.convention)
+        frequencies = x / x.sum(-1, keepdim=True).clamp_min(1)
+        mse = ((frequencies - log_pi.exp()) ** 2).mean(-1)
+        return Reconstruction(nll, mse)
