@@ -9,7 +9,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
-from . import digits, dsprites, idx, image_folder  # noqa: F401  (fill the registry)
+from . import bow, digits, dsprites, idx, image_folder  # noqa: F401  (fill the registry)
 from .base import ImageData, cache_dir
 
 __all__ = ["ImageData", "cache_dir", "load_data"]
