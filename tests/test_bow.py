@@ -76,7 +76,7 @@ def corpus(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def no_env(monkeypatch, tmp_path):
-    for var in ("VAELAB_20NEWS", "VAELAB_DATA", "VAELAB_BOW_VOCAB"):
+    for var in ("VAELAB_20NEWS", "VAELAB_DATA"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "no-sklearn"))
 
@@ -279,20 +279,19 @@ def test_corrupt_cache_is_rebuilt(corpus, monkeypatch, tmp_path):
 # --- the registered 20 Newsgroups loader ---------------------------------------------------
 
 
-def test_loader_path_env_and_vocab_env(corpus, no_env, monkeypatch, tmp_path):
+def test_loader_path_env_and_vocab_size(corpus, no_env, monkeypatch, tmp_path):
     loader = DATASETS.get("20newsgroups")
-    monkeypatch.setenv("VAELAB_BOW_VOCAB", "5")
-    train, test = loader(DataConfig(name="20newsgroups", path=str(corpus["archive"])))
+    five = dict(name="20newsgroups", vocab_size=5)
+    train, test = loader(DataConfig(**five, path=str(corpus["archive"])))
     assert train.name == "20newsgroups" and dense(train) == TRAIN5 and dense(test) == TEST5
     monkeypatch.setenv("VAELAB_20NEWS", str(corpus["folder"]))
-    assert dense(loader(DataConfig(name="20newsgroups"))[0]) == TRAIN5
+    assert dense(loader(DataConfig(**five))[0]) == TRAIN5
     monkeypatch.delenv("VAELAB_20NEWS")
     data_root = tmp_path / "data"
     data_root.mkdir()
     write_archive(data_root / "20news-bydate.tar.gz", corpus["folder"])
     monkeypatch.setenv("VAELAB_DATA", str(data_root))
-    assert dense(loader(DataConfig(name="20newsgroups"))[1]) == TEST5
-    monkeypatch.delenv("VAELAB_BOW_VOCAB")
+    assert dense(loader(DataConfig(**five))[1]) == TEST5
     assert loader(DataConfig(name="20newsgroups"))[0].vocabulary == FULL_VOCAB
 
 
@@ -300,8 +299,10 @@ def test_loader_uses_sklearn_download_folder(corpus, no_env, monkeypatch, tmp_pa
     home = tmp_path / "sk"
     write_corpus(home / "20news_home")
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(home))
-    monkeypatch.setenv("VAELAB_BOW_VOCAB", "5")
-    assert dense(DATASETS.get("20newsgroups")(DataConfig(name="20newsgroups"))[0]) == TRAIN5
+    assert (
+        dense(DATASETS.get("20newsgroups")(DataConfig(name="20newsgroups", vocab_size=5))[0])
+        == TRAIN5
+    )
 
 
 def test_loader_missing_data_is_one_line(no_env, monkeypatch, tmp_path):
@@ -320,9 +321,6 @@ def test_loader_missing_data_is_one_line(no_env, monkeypatch, tmp_path):
     with pytest.raises(DataError, match="data.path=.*does not exist") as err:
         loader(DataConfig(name="20newsgroups", path=str(tmp_path / "nope.tar.gz")))
     assert "\n" not in str(err.value)
-    monkeypatch.setenv("VAELAB_BOW_VOCAB", "ten")
-    with pytest.raises(Exception, match="VAELAB_BOW_VOCAB"):
-        bow.vocab_size_from_env()
 
 
 # --- the real archive ----------------------------------------------------------------------

@@ -62,6 +62,7 @@ class DataConfig:
     image_size: int | None = at_least(4, default=None)  # image-folder: square side
     channels: int | None = at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
     split_seed: int = 0  # for data sets without an official test split
+    vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
 
 
 @dataclass

@@ -66,7 +66,6 @@ CACHE_FORMAT = "vaelab-bow"
 
 NEWS_NAME = "20newsgroups"
 NEWS_ENV = "VAELAB_20NEWS"
-VOCAB_ENV = "VAELAB_BOW_VOCAB"
 NEWS_ARCHIVE = "20news-bydate.tar.gz"
 NEWS_FOLDER = "20news-bydate"
 NEWS_URL = "http://qwone.com/~jason/20Newsgroups/20news-bydate.tar.gz"
@@ -517,20 +516,6 @@ def load_bow_corpus(
     return train, test
 
 
-def vocab_size_from_env() -> int:
-    """$VAELAB_BOW_VOCAB as an integer ≥ 1, else 10,000."""
-    value = os.environ.get(VOCAB_ENV)
-    if value is None or not value.strip():
-        return DEFAULT_VOCAB_SIZE
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise ConfigError(f"{VOCAB_ENV}={value!r}: the vocabulary size must be an integer ≥ 1")
-    return size
-
-
 def sklearn_20news_home() -> Path:
     """Where scikit-learn's fetch_20newsgroups extracts the archive (it usually deletes it
     after pickling; the pickle itself is never read here)."""
@@ -576,5 +561,5 @@ def find_20news(cfg: DataConfig) -> Path:
 @DATASETS.register(NEWS_NAME)
 def load(cfg: DataConfig) -> tuple[BowData, BowData]:
     """20 Newsgroups "bydate" (11,314 train / 7,532 test posts, 20 groups) as word counts over
-    the top $VAELAB_BOW_VOCAB (default 10,000) training words by document frequency."""
-    return load_bow_corpus(find_20news(cfg), vocab_size_from_env(), name=NEWS_NAME)
+    the top `data.vocab_size` (default 10,000) training words by document frequency."""
+    return load_bow_corpus(find_20news(cfg), cfg.vocab_size or DEFAULT_VOCAB_SIZE, name=NEWS_NAME)
