@@ -7,7 +7,7 @@ EF harmonium
     p(x, z) ∝ h(x) h'(z) exp(ν(x)ᵀ W ψ(z) + aᵀν(x) + bᵀψ(z)),
 
 whose conditionals are p(x|z) with natural parameters Wψ(z) + a and, for binary z (ψ(z) = z,
-h' = 1), p(z|x) = Π_j Bern(z_j; σ(Wᵀν(x) + b)_j). Two members are implemented:
+h' = 1), p(z|x) = Π_j Bern(z_j; σ(Wᵀν(x) + b)_j). Three members are implemented:
 
 * ``GaussianBernoulliRBM``: p(x, z) ∝ exp(−‖x − a‖²/(2σ²) + xᵀWz/σ² + bᵀz), x ∈ R^D. Its
   marginal p(x) is a mixture of 2^H Gaussians N(a + Wz, σ²I) with weights
@@ -15,17 +15,23 @@ h' = 1), p(z|x) = Π_j Bern(z_j; σ(Wᵀν(x) + b)_j). Two members are implement
   enumerating z with the Gaussian integral done analytically.
 * ``BernoulliBernoulliRBM``: p(x, z) ∝ exp(xᵀWz + aᵀx + bᵀz), x ∈ {0,1}^D; log Z is exact by
   enumerating the smaller layer with the other summed analytically (a softplus per unit).
+* ``MultinomialBernoulliRBM`` (the Replicated Softmax of Salakhutdinov & Hinton 2009, the
+  consistent set of a semantic-hashing VAE, §4.3): word counts x ∈ N^K of a document of length
+  n = Σ_k x_k, p(x, z | n) ∝ h(x) exp(xᵀWz + aᵀx + c(n)·bᵀz), h(x) = n!/Π_k x_k!, c(n) = 1
+  (or n with ``scale_hidden_bias_by_length``); log Z(n) is exact by enumerating z with the
+  multinomial sum done analytically (the multinomial theorem). Every normaliser depends on n,
+  so AIS runs per length, on ``rbm.at_length(n)``.
 
-Both give free energies F(x) = −log Σ_z exp(−E(x, z)) in closed form, so
+All give free energies F(x) = −log Σ_z exp(−E(x, z)) in closed form, so
 log p(x) = −F(x) − log Z. Training: ``fit_exact`` (Adam on the exact negative log-likelihood,
 autograd through log Z) and ``fit_contrastive`` (CD-k or persistent CD via the free-energy
 gradient: loss = F(x_data) − F(x_model) with model samples held fixed). When log Z cannot be
 enumerated (more than 16 units in the relevant layer) use annealed importance sampling,
-``vaelab.evaluation.ais``, for which both classes implement the annealing interface
+``vaelab.evaluation.ais``, for which all three implement the annealing interface
 (``base_log_partition``, ``sample_base``, ``log_unnormalised_marginal``, ``gibbs_at``): the
 path is geometric between the base model "W = 0" (visible parameter ``base``, default the
 RBM's own a; hidden bias b) and the RBM, i.e. the RBM with weights βW and visible parameter
-(1 − β)·base + β·a.
+(1 − β)·base + β·a (for the multinomial RBM at a fixed length n).
 
 Random numbers come only from explicit ``torch.Generator`` objects where one is passed, so
 seeded runs repeat exactly.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +49,21 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..distributions.bernoulli_latent import FactorisedBernoulli, all_binary_codes
-from ..distributions.exponential_family import BernoulliEF, GaussianEF
+from ..distributions.exponential_family import BernoulliEF, GaussianEF, MultinomialEF
+
+if TYPE_CHECKING:
+    from ..evaluation.ais import AISResult
 
 LOG_2PI = math.log(2.0 * math.pi)
 MAX_ENUMERABLE = 16  # 2^16 = 65,536 states
 _CHUNK = 4096  # codes per block when enumerating (bounds memory at 2^16 states)
 
 __all__ = [
+    "AtLength",
     "BernoulliBernoulliRBM",
     "GaussianBernoulliRBM",
     "Harmonium",
+    "MultinomialBernoulliRBM",
     "fit_contrastive",
     "fit_exact",
 ]
@@ -74,8 +86,9 @@ def _too_many(what: str, n: int) -> ValueError:
 class Harmonium(nn.Module):
     """Code shared by harmoniums with H binary hidden units z (ψ(z) = z).
 
-    Subclasses define ``hidden_logits(x, beta)``, ``sample_visible(z, beta, base, generator)``,
-    ``free_energy``, ``negative_energy`` and ``log_partition``.
+    Subclasses define ``hidden_logits(x, beta)``, ``sample_visible(z, beta, base, generator)``
+    (or override ``gibbs_at``, as ``MultinomialBernoulliRBM`` does: its visible sample needs the
+    documents' lengths), ``free_energy``, ``negative_energy`` and ``log_partition``.
     """
 
     visible: int
@@ -126,7 +139,7 @@ class Harmonium(nn.Module):
     def gibbs(self, x: Tensor, steps: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """`steps` block-Gibbs sweeps x → z ~ p(z|x) → x ~ p(x|z); returns the last x."""
         for _ in range(steps):
-            x = self.sample_visible(self.sample_hidden(x, generator=generator), generator=generator)
+            x = self.gibbs_at(x, 1.0, generator=generator)
         return x
 
     def log_likelihood(self, x: Tensor) -> Tensor:
@@ -426,6 +439,293 @@ class BernoulliBernoulliRBM(Harmonium):
         """Salakhutdinov & Murray's base for AIS: logits of the (smoothed) mean of each pixel."""
         p = (data.sum(0) + smoothing) / (len(data) + 2.0 * smoothing)
         return torch.logit(p).to(self.a)
+
+
+def _multinomial_counts(
+    logits: Tensor, lengths: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """Counts x ~ Mult(n_i, softmax(logits_i)) per row i: logits [B, K], lengths [B] → [B, K].
+
+    Draws max(n) words per row (``torch.multinomial``, with replacement) and counts the first
+    n_i of them, so every row keeps its own length."""
+    lengths = lengths.round().long().expand(logits.shape[0])
+    counts = torch.zeros_like(logits)
+    longest = int(lengths.max()) if len(lengths) else 0
+    if longest == 0:
+        return counts
+    words = torch.multinomial(
+        torch.softmax(logits, -1), longest, replacement=True, generator=generator
+    )
+    keep = torch.arange(longest, device=logits.device) < lengths[:, None]
+    return counts.scatter_add_(1, words, keep.to(logits.dtype))
+
+
+class MultinomialBernoulliRBM(Harmonium):
+    """Multinomial–Bernoulli RBM over word counts (Replicated Softmax): for a document of
+    length n = Σ_k x_k,
+
+        p(x, z | n) = h(x) exp(xᵀWz + aᵀx + c(n)·bᵀz) / Z(n),   h(x) = n! / Π_k x_k!,
+
+    x ∈ N^K (counts over a vocabulary of K words), z ∈ {0,1}^H, c(n) = 1 — the EF harmonium
+    of a multinomial decoder and a factorised Bernoulli encoder (Shekhovtsov et al. §4.3) —
+    or c(n) = n with ``scale_hidden_bias_by_length`` (Salakhutdinov & Hinton 2009). Then
+
+        p(x|z, n) = Mult(n, softmax(a + Wz)),   p(z|x) = Π_j Bern(z_j; σ(c(n)b + Wᵀx)_j):
+
+    the encoder is linear in the counts (not in the frequencies x/n). The length-scaled model
+    is the unscaled one with W + 1bᵀ and hidden bias 0 (since n = 1ᵀx), so it is no larger a
+    family; it only parameterises it differently.
+
+    Every normaliser depends on n: ``log_partition(n)``, ``log_likelihood(x)`` (lengths read
+    from x, one log Z per distinct length), sampling keeps each document's length. AIS:
+    ``ais_log_partition(rbm.at_length(n), ...)`` (an ``AtLength`` view implementing the
+    annealing interface for documents of length n), or ``rbm.ais_log_likelihood(x, ...)``,
+    which runs AIS once per distinct length in x.
+    """
+
+    visible_family = MultinomialEF()
+
+    def __init__(
+        self,
+        vocab: int,
+        hidden: int,
+        scale_hidden_bias_by_length: bool = False,
+        weight_scale: float = 0.01,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self._init_parameters(vocab, hidden, weight_scale, generator)
+        self.scale_hidden_bias_by_length = scale_hidden_bias_by_length
+
+    @property
+    def vocab(self) -> int:
+        return self.visible
+
+    @property
+    def enumerable(self) -> bool:
+        return self.hidden <= MAX_ENUMERABLE
+
+    @staticmethod
+    def lengths(x: Tensor) -> Tensor:
+        """Document lengths n = Σ_k x_k, shape x.shape[:-1]."""
+        return x.sum(-1)
+
+    def _bias_scale(self, lengths: Tensor) -> Tensor:
+        """c(n): n with ``scale_hidden_bias_by_length``, else 1."""
+        return lengths if self.scale_hidden_bias_by_length else torch.ones_like(lengths)
+
+    def hidden_logits(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        """c(n)·b + βWᵀx (β = 1: the posterior's logits; linear in the counts x)."""
+        return self._bias_scale(self.lengths(x))[..., None] * self.b + beta * (x @ self.W)
+
+    def visible_logits(self, z: Tensor) -> Tensor:
+        """a + Wz: the logits of p(x|z, n) = Mult(n, softmax(a + Wz)) (its ``MultinomialEF``
+        natural parameters)."""
+        return self.a + z @ self.W.T
+
+    conditional_natural_parameters = visible_logits
+
+    def sample_visible(
+        self,
+        z: Tensor,
+        length: int | Tensor,
+        beta: float = 1.0,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x ~ Mult(n, softmax(a_β + βWz)), a_β = (1 − β)·base + β·a (β = 1: p(x|z, n));
+        `length`: one n for all rows, or one per row of z [B, H]."""
+        if beta == 1.0:
+            logits = self.visible_logits(z)
+        else:
+            logits = self._visible_at(beta, base) + beta * (z @ self.W.T)
+        return _multinomial_counts(logits, torch.as_tensor(length, device=z.device), generator)
+
+    def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
+        """−E(x, z) = log h(x) + xᵀWz + aᵀx + c(n)·bᵀz (broadcast over leading dimensions;
+        h(x) included, so that F(x) = −log Σ_z exp(−E(x, z)))."""
+        bias = self._bias_scale(self.lengths(x)) * (z @ self.b)
+        log_h = self.visible_family.log_base_measure(x)
+        return log_h + ((x @ self.W) * z).sum(-1) + x @ self.a + bias
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        """F(x) = −log h(x) − aᵀx − Σ_j softplus(c(n)b_j + (Wᵀx)_j), per document [B]."""
+        log_h = self.visible_family.log_base_measure(x)
+        return -log_h - x @ self.a - F.softplus(self.hidden_logits(x)).sum(-1)
+
+    def _code_scores(self, z: Tensor, lengths: Tensor) -> Tensor:
+        """log Σ_x h(x) exp(−E(x, z)) = c(n)·bᵀz + n·logsumexp_k(a + Wz)_k (the multinomial
+        theorem) for codes z [K, H] and lengths n [L] → [K, L]: p(z | n) up to Z(n)."""
+        bias = (z @ self.b)[:, None] * self._bias_scale(lengths)[None]
+        return bias + torch.logsumexp(self.visible_logits(z), -1)[:, None] * lengths[None]
+
+    def log_partition(self, length: int | Tensor) -> Tensor:
+        """Exact log Z(n) = logsumexp_z [c(n)·bᵀz + n·logsumexp_k(a + Wz)_k] for documents of
+        length n (an int, or a tensor of lengths: one log Z each, same shape)."""
+        if not self.enumerable:
+            raise _too_many("the hidden layer", self.hidden)
+        lengths = torch.as_tensor(length, dtype=self.W.dtype, device=self.W.device)
+        if (lengths < 0).any():
+            raise ValueError(f"document lengths must be non-negative, got {length}")
+        flat = lengths.reshape(-1)
+        log_z = _logsumexp_over_codes(self.hidden, lambda z: self._code_scores(z, flat), self.W)
+        return log_z.reshape(lengths.shape)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """Exact log p(x | n) = −F(x) − log Z(n) per document [B], n = Σ_k x_k (documents
+        grouped by length: one log Z per distinct length; differentiable)."""
+        distinct, index = self.lengths(x).unique(return_inverse=True)
+        return -self.free_energy(x) - self.log_partition(distinct)[index]
+
+    @torch.no_grad()
+    def gibbs_at(
+        self,
+        x: Tensor,
+        beta: float,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One Gibbs sweep z ~ p_β(z|x), x ~ p_β(x|z, n) keeping each document's length n
+        (leaves p_β(x | n) invariant; β = 1: the RBM, used by ``gibbs``)."""
+        z = self.sample_hidden(x, beta, generator)
+        return self.sample_visible(z, self.lengths(x), beta, base, generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        length: int | Tensor,
+        generator: torch.Generator | None = None,
+        gibbs_steps: int = 1000,
+    ) -> Tensor:
+        """n documents of p(x | length) (`length`: an int or one per document [n]): exact when
+        H ≤ 16 (z from p(z | length), then the words); otherwise `gibbs_steps` Gibbs sweeps
+        from the base Mult(length, softmax(a))."""
+        lengths = torch.as_tensor(length, dtype=self.W.dtype, device=self.W.device).expand(n)
+        if not self.enumerable:
+            start = _multinomial_counts(self.a.detach().expand(n, self.visible), lengths, generator)
+            return self.gibbs(start, gibbs_steps, generator)
+        codes = all_binary_codes(self.hidden, device=self.W.device).to(self.W.dtype)
+        distinct, index = lengths.unique(return_inverse=True)
+        probs = torch.softmax(self._code_scores(codes, distinct), 0).T  # [L, 2^H]
+        k = torch.multinomial(probs[index], 1, generator=generator).squeeze(-1)
+        return self.sample_visible(codes[k], lengths, generator=generator)
+
+    def _check(self, x: Tensor) -> None:
+        super()._check(x)
+        if (x < 0).any() or (x != x.round()).any():
+            raise ValueError("expected word counts: non-negative integers")
+
+    # ----- annealing interface (vaelab.evaluation.ais), per document length
+    def at_length(self, length: int) -> AtLength:
+        """The RBM restricted to documents of `length` words, for ``ais_log_partition``."""
+        return AtLength(self, length)
+
+    @staticmethod
+    def _require(length: int | None) -> int:
+        if length is None:
+            raise ValueError(
+                "the multinomial RBM's normaliser depends on the document length: anneal "
+                "rbm.at_length(n), e.g. ais_log_partition(rbm.at_length(n), ...)"
+            )
+        return length
+
+    def base_log_partition(
+        self, base: Tensor | None = None, *, length: int | None = None
+    ) -> Tensor:
+        """log Z_0(n) of the base p_0(x, z | n) ∝ h(x) exp(baseᵀx + c(n)·bᵀz):
+        n·logsumexp(base) + Σ_j softplus(c(n)·b_j)."""
+        n = torch.tensor(float(self._require(length)), dtype=self.b.dtype, device=self.b.device)
+        with torch.no_grad():
+            hidden = F.softplus(self._bias_scale(n) * self.b).sum()
+            return n * torch.logsumexp(self._base(base), 0) + hidden
+
+    @torch.no_grad()
+    def sample_base(
+        self,
+        n: int,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        length: int | None = None,
+    ) -> Tensor:
+        """n documents of `length` words from the base, Mult(length, softmax(base))."""
+        lengths = torch.tensor(float(self._require(length)), device=self.a.device)
+        return _multinomial_counts(self._base(base).expand(n, self.visible), lengths, generator)
+
+    @torch.no_grad()
+    def log_unnormalised_marginal(
+        self, x: Tensor, beta: float, base: Tensor | None = None
+    ) -> Tensor:
+        """log f_β(x) = log h(x) + a_βᵀx + Σ_j softplus(c(n)b_j + β(Wᵀx)_j),
+        a_β = (1−β)·base + β·a (the geometric path at each document's own length; β = 1
+        gives −F(x))."""
+        log_h = self.visible_family.log_base_measure(x)
+        softplus = F.softplus(self.hidden_logits(x, beta)).sum(-1)
+        return log_h + x @ self._visible_at(beta, base) + softplus
+
+    def base_from_data(self, data: Tensor, smoothing: float = 1.0) -> Tensor:
+        """A base close to the data for AIS: the log of the smoothed unigram frequencies (the
+        maximum-likelihood multinomial, as logits)."""
+        counts = data.sum(0) + smoothing
+        return torch.log(counts / counts.sum()).to(self.a)
+
+    def ais_log_likelihood(
+        self, x: Tensor, base: Tensor | None = None, **ais_options
+    ) -> tuple[Tensor, dict[int, AISResult]]:
+        """log p(x | n) ≈ −F(x) − log Ẑ(n) per document [B], AIS run once per distinct length
+        in x (options as for ``vaelab.evaluation.ais.ais_log_partition``); returns it with the
+        AISResult of every length."""
+        from ..evaluation.ais import ais_log_partition
+
+        x = x.to(self.W)
+        lengths = self.lengths(x).round().long()
+        results = {
+            n: ais_log_partition(self.at_length(n), base=base, **ais_options)
+            for n in lengths.unique().tolist()
+        }
+        log_z = torch.tensor([results[n].log_z for n in lengths.tolist()], dtype=x.dtype)
+        return self.log_unnormalised_marginal(x, 1.0, base) - log_z.to(x.device), results
+
+
+class AtLength:
+    """A ``MultinomialBernoulliRBM`` restricted to documents of a fixed length n: the annealing
+    interface of ``vaelab.evaluation.ais`` (whose normaliser is Z(n)), e.g.
+    ``ais_log_partition(rbm.at_length(60), chains=100, betas=1000)`` estimates log Z(60) and
+    ``rbm.at_length(60).log_partition()`` is its exact value (H ≤ 16)."""
+
+    def __init__(self, model: MultinomialBernoulliRBM, length: int):
+        if int(length) != length or length < 0:
+            raise ValueError(f"a document length is a non-negative integer, got {length}")
+        self.model, self.length = model, int(length)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()
+
+    def log_partition(self) -> Tensor:
+        return self.model.log_partition(self.length)
+
+    def base_log_partition(self, base: Tensor | None = None) -> Tensor:
+        return self.model.base_log_partition(base, length=self.length)
+
+    def sample_base(
+        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        return self.model.sample_base(n, base, generator, length=self.length)
+
+    def log_unnormalised_marginal(
+        self, x: Tensor, beta: float, base: Tensor | None = None
+    ) -> Tensor:
+        return self.model.log_unnormalised_marginal(x, beta, base)
+
+    def gibbs_at(
+        self,
+        x: Tensor,
+        beta: float,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        return self.model.gibbs_at(x, beta, base, generator)
 
 
 # ----------------------------------------------------------------------------- training
