@@ -38,6 +38,10 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; a torn line (from a kill mid-write) is skipped."""
     path = Path(path)

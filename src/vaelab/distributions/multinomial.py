@@ -57,6 +57,5 @@ class MultinomialLikelihood(nn.Module):
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         log_pi = F.log_softmax(output, dim=-1)
         nll = -(x * log_pi).sum(-1) + convention_offset(x, self.convention)
-        frequencies = x / x.sum(-1, keepdim=True).clamp_min(1)
-        mse = ((frequencies - log_pi.exp()) ** 2).mean(-1)
-        return Reconstruction(nll, mse)
+        # a squared error of word frequencies means little and costs a pass over S·B·V: not kept
+        return Reconstruction(nll, torch.zeros_like(nll))
