@@ -56,6 +56,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(run_dir, device=args.device)
     _print_metrics(write_run_report(run))
     print(f"wrote {run_dir / 'eval.json'}, report.md and figures")
+    if args.loglik:
+        from .evaluation.loglik import evaluate_log_likelihood
+        from .files import write_json
+
+        result = evaluate_log_likelihood(
+            run.model, run.test_data, method=args.loglik, k=args.k, examples=args.examples
+        )
+        write_json(run_dir / f"loglik_{args.loglik}.json", result)
+        print(
+            f"{args.loglik} log-likelihood (k = {args.k}, {result['examples']} test examples): "
+            f"{result['log_likelihood']:.4g} ± {result['std_error']:.2g} nats"
+        )
     return 0
 
 
@@ -105,6 +117,16 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -148,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run: test rate, distortion, −ELBO, figures")
     p.add_argument("run_dir")
     p.add_argument("--device", default="auto")
+    p.add_argument("--loglik", choices=["iwae", "ais"], help="also estimate log p(x)")
+    p.add_argument(
+        "--k", type=_positive_int, default=1000, help="IWAE samples / AIS steps (default 1000)"
+    )
+    p.add_argument(
+        "--examples", type=_positive_int, help="test examples for --loglik (default all)"
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("rd", help="rate–distortion of every run below RUN_DIR over a β grid")
@@ -162,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "consistency", help="distance of a trained VAE to the consistent (harmonium) set"
     )
     p.add_argument("run_dir")
-    p.add_argument("--examples", type=int, default=2000, help="test examples to use")
+    p.add_argument("--examples", type=_positive_int, default=2000, help="test examples to use")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_consistency)
 
