@@ -1,6 +1,6 @@
 """Recipes: each source experiment as a named, configurable run (`vaelab run NAME`)."""
 
-from . import demo, gmm_toy, groundtruth, rd_study, semhash
+from . import demo, disentanglement_study, gmm_toy, groundtruth, rd_study, semhash
 from .base import Experiment, experiment
 
-__all__ = ["Experiment", "demo", "experiment", "gmm_toy", "groundtruth", "rd_study", "semhash"]
+__all__ = ["Experiment", "demo", "disentanglement_study", "experiment", "gmm_toy", "groundtruth", "rd_study", "semhash"]
