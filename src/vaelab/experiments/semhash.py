@@ -35,7 +35,7 @@ from ..runs import seed_everything
 from ..training import Trainer
 from .base import experiment
 
-SCHEDULES = {"paper": (1000, 500), "short": (20, 5)}  # epochs with 1 sample, then with 10
+SCHEDULES = {"paper": (1000, 500), "short": (20, 2)}  # epochs with 1 sample, then with 10
 
 # Table 2 of the paper, test NELBO (saturated convention), decoder depth 0..2 × e1, e2, e3
 PAPER_TEST = {
