@@ -109,7 +109,7 @@ def naive_epoch(dense: torch.Tensor, seed: int) -> float:
             )
             loss = 0.5 * (f1 + f2) + (g * logits).sum() + kl
             loss.backward()
-            total += float(loss)
+            total += loss.item()
         opt.step()
     return time.perf_counter() - start
 
