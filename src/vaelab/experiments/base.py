@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..registry import EXPERIMENTS
 
 
@@ -26,3 +27,13 @@ def experiment(name: str, config_cls: type, summary: str):
         return run
 
     return add
+
+
+def recipe_training(cfg: Any, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a recipe's runs: its epochs, batch size, learning rate, seed, device
+    and progress setting (`overrides` win), a test evaluation only at the end, and sparse
+    logs and checkpoints."""
+    fields = ("epochs", "batch_size", "lr", "seed", "device", "progress")
+    settings = {k: getattr(cfg, k) for k in fields if hasattr(cfg, k)}
+    settings |= {"log_every": 100, "checkpoint_every": 2000} | overrides
+    return TrainConfig(**settings, eval_every=settings["epochs"])

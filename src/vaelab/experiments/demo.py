@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least
+from ..config import Config, DataConfig, ModelConfig, at_least
 from ..evaluation.figures import plot_rate_distortion
 from ..files import atomic_write_text, write_json
 from ..report import markdown_table
 from ..runs import train_run
-from .base import experiment
+from .base import experiment, recipe_training
 
 REGIMES = {
     "classic β-VAE (σ_x² = ½ fixed)": dict(sigma_mode="fixed", sigma=math.sqrt(0.5)),
@@ -43,17 +43,7 @@ def sweep_config(cfg: DemoConfig, beta: float, regime: dict) -> Config:
     return Config(
         data=DataConfig(name=cfg.dataset),
         model=ModelConfig(latent_dim=cfg.latent_dim, hidden=list(cfg.hidden), beta=beta, **regime),
-        train=TrainConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            seed=cfg.seed,
-            device=cfg.device,
-            progress=cfg.progress,
-            log_every=100,
-            checkpoint_every=1000,
-            eval_every=cfg.epochs,
-        ),
+        train=recipe_training(cfg),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
+from ..config import Config, DataConfig, ModelConfig, at_least, one_of
 from ..data import load_data
 from ..evaluation.disentanglement import (
     DSpritesGroundTruth,
@@ -34,7 +34,7 @@ from ..models.two_stage import build_second_stage, fit_second_stage, two_stage_g
 from ..registry import CONDITIONING, NETWORKS, SIGMA_MODES
 from ..report import markdown_table
 from ..runs import Run, train_run
-from .base import experiment
+from .base import experiment, recipe_training
 
 METRICS = {  # our column → the key of disentanglement_metrics
     "beta_vae": "beta_vae.eval_accuracy",
@@ -79,10 +79,7 @@ class DisentanglementConfig:
 
 def run_configs(cfg: DisentanglementConfig) -> dict[str, Config]:
     data = DataConfig(name="dsprites", train_limit=cfg.train_limit, test_limit=cfg.test_limit)
-    train = TrainConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
-        progress=cfg.progress, eval_every=cfg.epochs, checkpoint_every=2000, log_every=100,
-    )  # fmt: skip
+    train = recipe_training(cfg)
     arch = dict(
         network=cfg.network,
         hidden=list(cfg.hidden),

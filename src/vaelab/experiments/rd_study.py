@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
+from ..config import Config, DataConfig, ModelConfig, at_least, one_of
 from ..data import ImageData, load_data
 from ..errors import ConfigError
 from ..evaluation.aggregate_posterior import (
@@ -35,7 +35,7 @@ from ..files import atomic_write_text, write_json
 from ..registry import CONDITIONING, DATASETS, NETWORKS, SIGMA_MODES
 from ..report import markdown_table
 from ..runs import Run, load_runs, train_run
-from .base import experiment
+from .base import experiment, recipe_training
 
 CLASSIC_SIGMA = math.sqrt(0.5)  # σ² = ½: the Gaussian NLL is Σ(x − μ)² + const
 
@@ -83,17 +83,7 @@ def regime_configs(cfg: RDStudyConfig) -> dict[str, Config]:
     data = DataConfig(
         name=cfg.dataset, path=cfg.data_path, train_limit=cfg.train_limit, test_limit=cfg.test_limit
     )
-    train = TrainConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        device=cfg.device,
-        progress=cfg.progress,
-        eval_every=cfg.epochs,
-        checkpoint_every=2000,
-        log_every=100,
-    )
+    train = recipe_training(cfg)
     arch = dict(
         network=cfg.network,
         hidden=list(cfg.hidden),

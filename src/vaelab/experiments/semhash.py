@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
+from ..config import Config, DataConfig, ModelConfig, at_least, one_of
 from ..data import load_data
 from ..distributions.multinomial import CONVENTIONS, convention_offset
 from ..errors import ConfigError, VaelabError
@@ -33,7 +33,7 @@ from ..models import build_vae
 from ..report import markdown_table
 from ..runs import seed_everything
 from ..training import Trainer
-from .base import experiment
+from .base import experiment, recipe_training
 
 SCHEDULES = {"paper": (1000, 500), "short": (20, 2)}  # epochs with 1 sample, then with 10
 
@@ -104,17 +104,7 @@ def run_config(cfg: SemhashConfig, epochs: int, samples: int) -> Config:
             estimator=cfg.estimator,
             samples=samples,
         ),
-        train=TrainConfig(
-            epochs=max(epochs, 1),
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            seed=cfg.seed,
-            device=cfg.device,
-            progress=cfg.progress,
-            eval_every=max(epochs, 1),
-            checkpoint_every=2000,
-            log_every=200,
-        ),
+        train=recipe_training(cfg, epochs=max(epochs, 1), log_every=200),
     )
 
 
