@@ -97,31 +97,38 @@ def load_runs(root: str | Path, device: str = "auto") -> list[Run]:
 def write_run_report(
     run: Run, metrics: dict[str, float] | None = None, n_images: int = 32
 ) -> dict[str, float]:
-    """Test metrics (eval.json), reconstruction and sample grids, and report.md."""
+    """Test metrics (eval.json), reconstruction and sample grids (image data), and report.md."""
     model, data = run.model, run.test_data
     metrics = metrics or evaluate(model, data)
     write_json(run.run_dir / "eval.json", metrics)
-    device = next(model.parameters()).device
-    x = data.batch(slice(0, n_images)).to(device)
-    save_reconstructions(run.run_dir / "reconstructions.png", x, model.reconstruct(x))
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        save_image_grid(
-            run.run_dir / "samples.png", model.generate(n_images), title="decoder means of z ~ p(z)"
-        )
+    figures = []
+    if isinstance(data, ImageData):
+        device = next(model.parameters()).device
+        x = data.batch(slice(0, n_images)).to(device)
+        save_reconstructions(run.run_dir / "reconstructions.png", x, model.reconstruct(x))
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            samples = model.generate(n_images)
+        save_image_grid(run.run_dir / "samples.png", samples, title="decoder means of z ~ p(z)")
+        figures = [
+            "\n## Figures\n",
+            "![reconstructions](reconstructions.png)\n",
+            "![samples](samples.png)\n",
+        ]
     m = run.config.model
+    convention = {
+        "gaussian": f" with σ_x mode `{m.sigma_mode}`",
+        "multinomial": f" (NLL convention `{m.multinomial_convention}`)",
+    }.get(m.likelihood, "")
     lines = [
         f"# vaelab run `{run.run_dir.name}`\n",
         f"Data: {run.config.data.name} ({len(data)} test examples, shape {list(data.shape)}). "
         f"Model: {m.network} encoder/decoder, {m.latent_dim} latents, {m.likelihood} decoder"
-        + (f" with σ_x mode `{m.sigma_mode}`" if m.likelihood == "gaussian" else "")
-        + f", β = {m.beta:g} on the rate only.\n",
+        f"{convention}, β = {m.beta:g} on the rate only.\n",
         f"Trained {run.state.step if run.state else '?'} steps.\n",
-        "## Test set (per example, nats; the reconstruction term is the full −log p(x|z))\n",
+        "## Test set (per example, nats)\n",
         markdown_table(["term", "value"], [[k, v] for k, v in metrics.items()]),
-        "\n## Figures\n",
-        "![reconstructions](reconstructions.png)\n",
-        "![samples](samples.png)\n",
+        *figures,
     ]
     atomic_write_text(run.run_dir / "report.md", "\n".join(lines))
     return metrics

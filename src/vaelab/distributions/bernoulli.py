@@ -32,6 +32,17 @@ class BernoulliLikelihood(nn.Module):
     def sample(self, output: Tensor) -> Tensor:
         return torch.bernoulli(torch.sigmoid(output))
 
+    def pairwise(
+        self, x: Tensor, output: Tensor, condition: Tensor | None = None
+    ) -> Reconstruction:
+        """Terms for every (code k, example b) pair from logits [K, *data] and x [B, *data] by
+        matrix products: −log p = Σ_d softplus(ℓ_kd) − x_bd ℓ_kd."""
+        logits, x = output.flatten(1), x.flatten(1)
+        nll = F.softplus(logits).sum(-1)[:, None] - logits @ x.T
+        p = torch.sigmoid(logits)
+        sq = (x * x).sum(-1)[None] - 2 * p @ x.T + (p * p).sum(-1)[:, None]
+        return Reconstruction(nll, sq / x.shape[1])
+
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         nll = F.binary_cross_entropy_with_logits(output, x.expand_as(output), reduction="none")
         sq_err = (x - torch.sigmoid(output)) ** 2

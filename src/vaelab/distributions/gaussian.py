@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..registry import LIKELIHOODS, SIGMA_MODES
 from .exponential_family import GaussianEF
-from .normal import gaussian_log_density
+from .normal import LOG_2PI, gaussian_log_density
 from .reconstruction import Reconstruction
 
 
@@ -200,6 +200,28 @@ class GaussianLikelihood(nn.Module):
             return mean
         log_sigma = self.sigma_mode.log_sigma(torch.zeros_like(mean), extra, condition)
         return mean + torch.exp(log_sigma) * torch.randn_like(mean)
+
+    def pairwise(
+        self, x: Tensor, output: Tensor, condition: Tensor | None = None
+    ) -> Reconstruction:
+        """Terms for every (code k, example b) pair from outputs [K, ...] and x [B, ...] by
+        matrix products, Σ_d (x_bd − μ_kd)²·P_kd = (x²)·P_k − 2x·(μP)_k + Σ μ²P_k with the
+        precision P = σ⁻², instead of a [K, B, D] tensor. σ modes defined by a batch of data
+        have no per-code σ: use `forward` on expanded outputs for those."""
+        if self.sigma_mode.needs_data:
+            raise NotImplementedError("optimal σ modes depend on the batch")
+        mean, extra = self.split(output)
+        log_sigma = self.sigma_mode.log_sigma(torch.zeros_like(mean), extra, condition)
+        log_sigma = log_sigma.expand_as(mean).flatten(1)
+        mean, x = mean.flatten(1), x.flatten(1)
+        precision = torch.exp(-2.0 * log_sigma)
+        quadratic = (
+            (x * x) @ precision.T - 2 * x @ (mean * precision).T + (mean * mean * precision).sum(-1)
+        )
+        nll = 0.5 * quadratic.T + (log_sigma + 0.5 * LOG_2PI).sum(-1)[:, None]
+        sq = (x * x).sum(-1)[None] - 2 * mean @ x.T + (mean * mean).sum(-1)[:, None]
+        sigma = torch.exp(log_sigma).mean().detach()
+        return Reconstruction(nll, sq / x.shape[1], sigma)
 
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         """x [B, *data], output [S, B, ...] → terms per sample of z and example [S, B];

@@ -54,6 +54,14 @@ class MultinomialLikelihood(nn.Module):
     def natural_parameters(self, output: Tensor, x: Tensor | None = None, condition=None) -> Tensor:
         return output
 
+    def pairwise(
+        self, x: Tensor, output: Tensor, condition: Tensor | None = None
+    ) -> Reconstruction:
+        """Terms for every (code k, document b) pair from outputs [K, V] and x [B, V], by one
+        matrix product instead of a [K, B, V] tensor: −Σ_v x_bv log π_kv = −(log π xᵀ)_kb."""
+        nll = -(F.log_softmax(output, dim=-1) @ x.T) + convention_offset(x, self.convention)
+        return Reconstruction(nll, torch.zeros_like(nll))
+
     def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
         log_pi = F.log_softmax(output, dim=-1)
         nll = -(x * log_pi).sum(-1) + convention_offset(x, self.convention)

@@ -9,6 +9,8 @@ mixture of Shekhovtsov et al. 2022, §4.1, has K = 4).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -17,15 +19,29 @@ from ..registry import ESTIMATORS
 from .terms import LossTerms
 
 
-def enumerate_states(model, x: Tensor, condition: Tensor | None = None):
-    """(codes [K, L], log q(z_k|x) [K, B], log p(x|z_k) [K, B], MSE [K, B], q) for every code."""
+def enumerate_states(model, x: Tensor, condition: Tensor | None = None, budget: int = 2**22):
+    """(codes [K, L], log q(z_k|x) [K, B], log p(x|z_k) [K, B], MSE [K, B], q) for every code.
+
+    The decoder runs on chunks of codes (about `budget` numbers of output at a time); each
+    chunk's terms for all examples come from the likelihood's `pairwise` (matrix products,
+    no [K, B, D] tensor), or, for σ modes that depend on the batch, from its forward."""
     q = model.encode(x, condition)
     codes = all_binary_codes(q.logits.shape[-1], device=x.device)
     log_q = q.log_prob(codes[:, None, :])
-    output = model.decode(codes, condition)  # [K, ...]: the decoder does not see x
-    output = output[:, None].expand(len(codes), len(x), *output.shape[1:])
-    rec = model.likelihood(x, output, condition)
-    return codes, log_q, -rec.nll_samples, rec.mse_samples, q
+    dims = math.prod(x.shape[1:])
+    pairwise = not getattr(getattr(model.likelihood, "sigma_mode", None), "needs_data", False)
+    chunk = max(1, budget // (dims if pairwise else len(x) * dims))
+    log_px_z, mse = [], []
+    for start in range(0, len(codes), chunk):
+        output = model.decode(codes[start : start + chunk], condition)  # the decoder does not see x
+        if pairwise:
+            rec = model.likelihood.pairwise(x, output, condition)
+        else:
+            output = output[:, None].expand(len(output), len(x), *output.shape[1:])
+            rec = model.likelihood(x, output, condition)
+        log_px_z.append(-rec.nll_samples)
+        mse.append(rec.mse_samples)
+    return codes, log_q, torch.cat(log_px_z), torch.cat(mse), q
 
 
 @ESTIMATORS.register("exact")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..distributions import FactorisedBernoulli, all_binary_codes
 from ..errors import VaelabError
-from ..estimators.exact import exact_log_likelihood
+from ..estimators.exact import exact, exact_log_likelihood
 
 
 @dataclass
@@ -63,9 +63,10 @@ def tied_encoder_fit(nu: Tensor, g: Tensor, decoder_coef: Tensor) -> AffineFit:
 
 
 @torch.no_grad()
-def consistency(model, x: Tensor) -> dict[str, float]:
+def consistency(model, x: Tensor, max_codes: int = 4096) -> dict[str, float]:
     """Residuals of the nearest harmonium on data x [N, *data] and, when the codes are
-    enumerable, the exact ELBO–log-likelihood gap (nats per example)."""
+    enumerable, the exact ELBO–log-likelihood gap (nats per example). The decoder is fitted
+    on all codes, or on `max_codes` of them drawn uniformly when there are more."""
     model.eval()
     if (
         getattr(model.likelihood, "sigma_mode", None) is not None
@@ -86,6 +87,10 @@ def consistency(model, x: Tensor) -> dict[str, float]:
     if enumerable:
         codes = all_binary_codes(q.logits.shape[-1], device=device)
         weights = model.prior.log_prob(codes).exp()
+        if len(codes) > max_codes:  # the prior is uniform: a uniform subset of codes
+            pick = torch.randperm(len(codes), generator=torch.Generator().manual_seed(0))
+            pick = pick[:max_codes].to(device)
+            codes, weights = codes[pick], weights[pick]
     else:  # codes drawn from the encoder: the aggregated posterior
         codes = q.sample(1)[0] if isinstance(q, FactorisedBernoulli) else q.rsample(1)[0]
         weights = None
@@ -109,7 +114,7 @@ def consistency(model, x: Tensor) -> dict[str, float]:
         "enumerated": enumerable,
     }
     if enumerable:
-        elbo = -model(x).negative_elbo
+        elbo = -exact(model, x, torch.ones((), device=device), None).negative_elbo
         loglik = exact_log_likelihood(model, x)
         result |= {
             "elbo": float(elbo.mean()),
