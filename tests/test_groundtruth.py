@@ -25,3 +25,19 @@ def test_groundtruth_recipe_writes_table_1(tmp_path):
         assert row["iwae_loglik"] >= row["elbo"] - 1.0  # IWAE (k = 8) is the tighter bound
     assert results["rows"][0]["sigma"] == pytest.approx(0.1)
     assert "Table 1" in (tmp_path / "report.md").read_text()
+
+    # resume: every finished stage is loaded, not retrained, and measures the same
+    for path in tmp_path.glob("measure-*.json"):
+        path.unlink()
+    stages = sorted(tmp_path.glob("*.safetensors"))
+    assert [p.name for p in stages] == [
+        "elbo-fixed.safetensors", "elbo-learned-shared.safetensors",
+        "encoder.safetensors", "generator.safetensors",
+    ]  # fmt: skip
+    mtimes = [p.stat().st_mtime_ns for p in stages]
+    assert main(args) == 0
+    assert [p.stat().st_mtime_ns for p in stages] == mtimes
+    again = json.loads((tmp_path / "results.json").read_text())
+    for row, row_again in zip(results["rows"], again["rows"]):
+        assert row_again.pop("experiment") == row.pop("experiment")
+        assert row_again == pytest.approx(row, rel=1e-5)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,11 +34,11 @@ from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.figures import save_image_grid
 from ..evaluation.loglik import iwae_log_likelihood
 from ..evaluation.sample_quality import sample_quality
-from ..files import atomic_write_text, write_json
+from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import markdown_table
-from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..training.distributed import resolve_device
 from .base import experiment
 
@@ -105,13 +107,19 @@ def discriminator(channels: int = 1) -> nn.Module:
     )
 
 
-def train_gan(cfg: GroundTruthConfig, train, device, path: Path) -> Generator:
-    """Non-saturating GAN (Goodfellow et al. 2014), Adam(2e-4, β1 = 0.5); cached at `path`."""
-    generator = Generator(cfg.latent_dim, train.shape[0]).to(device)
+def trained_once(module: nn.Module, path: Path, train: Callable[[], None]) -> None:
+    """Run `train()` on `module` and keep its weights at `path`; when `path` exists (a stage
+    an interrupted run finished), load them instead. This is what lets the recipe resume."""
     if path.exists():
-        tensors, _ = load_checkpoint(path)
-        generator.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()})
-        return generator
+        load_model_weights(module, load_checkpoint(path)[0], str(path))
+        return
+    train()
+    save_checkpoint(path, {f"model.{k}": v for k, v in module.state_dict().items()}, {})
+
+
+def train_gan(cfg: GroundTruthConfig, train, generator: Generator) -> None:
+    """Non-saturating GAN (Goodfellow et al. 2014), Adam(2e-4, β1 = 0.5)."""
+    device = next(generator.parameters()).device
     disc = discriminator(train.shape[0]).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
@@ -128,10 +136,6 @@ def train_gan(cfg: GroundTruthConfig, train, device, path: Path) -> Generator:
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
-    save_checkpoint(
-        path, {f"model.{k}": v for k, v in generator.state_dict().items()}, {"steps": steps}
-    )
-    return generator
 
 
 # --- the VAE around the ground truth --------------------------------------------------------
@@ -193,8 +197,10 @@ def train_elbo(model: VAE, truth: GroundTruth, cfg: GroundTruthConfig, desc: str
 def measure(
     model: VAE, held_out: Tensor, reference: Tensor, extractor, cfg: GroundTruthConfig
 ) -> dict:
-    """ELBO and IWAE log-likelihood of held-out truth samples; FID of samples vs the truth's."""
+    """ELBO and IWAE log-likelihood of held-out truth samples; FID of samples vs the truth's.
+    Seeded, so a resumed run measures what an uninterrupted one would."""
     model.eval()
+    torch.manual_seed(cfg.seed + 2)
     elbo = torch.cat(
         [-model(held_out[i : i + 250]).negative_elbo for i in range(0, len(held_out), 250)]
     )
@@ -231,7 +237,10 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
         DataConfig(name=cfg.dataset, path=cfg.data_path, train_limit=cfg.train_limit)
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    generator = train_gan(cfg, train, device, run_dir / "generator.safetensors")
+    generator = Generator(cfg.latent_dim, train.shape[0]).to(device)
+    trained_once(
+        generator, run_dir / "generator.safetensors", lambda: train_gan(cfg, train, generator)
+    )
     truth = GroundTruth(generator, cfg.sigma, cfg.latent_dim)
     g = torch.Generator(device=device).manual_seed(cfg.seed + 7)
     _, held_out = truth.sample(cfg.eval_samples, generator=g)
@@ -248,20 +257,30 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
 
     torch.manual_seed(cfg.seed)
     base = build_model(cfg, generator, train.shape, "fixed").to(device)
-    pretrain_encoder(base, truth, cfg)
+    trained_once(base, run_dir / "encoder.safetensors", lambda: pretrain_encoder(base, truth, cfg))
+
+    def measured(model: VAE, stage: str) -> dict:  # cached per stage, like the weights
+        path = run_dir / f"measure-{stage}.json"
+        if not path.exists():
+            write_json(path, measure(model, held_out, reference, extractor, cfg))
+        return read_json(path)
+
     rows = [
         {"experiment": "encoder only (conditional likelihood), decoder = truth"}
-        | measure(base, held_out, reference, extractor, cfg)
+        | measured(base, "encoder")
     ]
     grids = {"truth": reference[:32]}
     for name, mode in (("ELBO, σ fixed", "fixed"), ("ELBO, σ learned", "learned-shared")):
         model = build_model(cfg, generator, train.shape, mode).to(device)
         model.encoder.load_state_dict(base.encoder.state_dict())
         torch.manual_seed(cfg.seed)
-        train_elbo(model, truth, cfg, name)
+        trained_once(
+            model,
+            run_dir / f"elbo-{mode}.safetensors",
+            partial(train_elbo, model, truth, cfg, name),
+        )
         rows.append(
-            {"experiment": f"encoder and decoder ({name})"}
-            | measure(model, held_out, reference, extractor, cfg)
+            {"experiment": f"encoder and decoder ({name})"} | measured(model, f"elbo-{mode}")
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
