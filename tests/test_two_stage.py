@@ -11,6 +11,7 @@ from vaelab.models.two_stage import (
     build_second_stage,
     first_stage_codes,
     fit_second_stage,
+    second_stage_codes,
     two_stage_generate,
 )
 from vaelab.runs import train_run
@@ -48,15 +49,39 @@ def test_second_stage_matches_the_aggregated_posterior_better_than_the_prior(tmp
     torch.manual_seed(0)
     fit_second_stage(first, second, data, steps=1500, batch_size=128, lr=2e-3, progress=False)
     codes, _ = first_stage_codes(first, data.batch(slice(0, 500)), None)
-    second.eval()
-    with torch.no_grad():
-        stage_two = second.likelihood.mean(second.decode(second.prior.sample(500)))
+    stage_two = second_stage_codes(second, 500)
     prior = torch.randn(500, 3)
     assert mmd(codes, stage_two) < 0.3 * mmd(codes, prior), (
         mmd(codes, stage_two),
         mmd(codes, prior),
     )
     assert two_stage_generate(first, second, 5).shape == (5, 1, 8, 8)
+
+
+class PriorEncoder(torch.nn.Module):
+    """q(z|x) = N(0, I) for every x, so q(z) = N(0, I): nothing for a second stage to encode."""
+
+    def __init__(self, latent: int):
+        super().__init__()
+        self.latent = latent
+
+    def forward(self, x, condition=None):
+        return torch.zeros(len(x), 2 * self.latent)
+
+
+def test_second_stage_samples_keep_the_spread_of_a_standard_normal_q(tmp_path):
+    # the second stage's best model of N(0, I) is noise (σ ≈ 1, rate ≈ 0): its samples, unlike
+    # the mean of p(z|u), must still spread like N(0, I)
+    data, _ = load_data(DataConfig(name="digits"))
+    first = build_vae(ModelConfig(latent_dim=4, hidden=[32]), data.shape)
+    first.encoder = PriorEncoder(4)
+    second = build_second_stage(first, hidden=[64, 64])
+    torch.manual_seed(0)
+    fit_second_stage(first, second, data, steps=600, batch_size=128, lr=2e-3, progress=False)
+    torch.manual_seed(1)
+    codes = second_stage_codes(second, 4000)
+    assert torch.allclose(codes.std(0), torch.ones(4), atol=0.1), codes.std(0)
+    assert torch.allclose(codes.mean(0), torch.zeros(4), atol=0.1), codes.mean(0)
 
 
 def test_a_conditional_second_stage_serves_every_beta(tmp_path):

@@ -80,12 +80,19 @@ def fit_second_stage(
 
 
 @torch.no_grad()
-def two_stage_generate(first: VAE, second: VAE, n: int, beta: float | None = None) -> Tensor:
-    """Decoder means of the first stage at codes drawn from the second stage (u ~ N(0, I))."""
-    device = next(first.parameters()).device
-    first.eval()
+def second_stage_codes(second: VAE, n: int, cond: Tensor | None = None) -> Tensor:
+    """z ~ p(z|u), u ~ N(0, I): samples of the second stage's model of q(z). Sampled, not the
+    mean of p(z|u): the two agree when the second stage's γ → 0 (Dai & Wipf's optimum), but a
+    second stage that models part of q(z) as noise — unconverged, or where q(z) is already
+    N(0, I) — needs that noise back."""
     second.eval()
-    _, cond = first.condition(n, beta, device)
-    u = second.prior.sample(n, device=device)
-    z = second.likelihood.mean(second.decode(u, cond))
-    return first.likelihood.mean(first.decode(z, cond))
+    u = second.prior.sample(n, device=next(second.parameters()).device)
+    return second.likelihood.sample(second.decode(u, cond), cond)
+
+
+@torch.no_grad()
+def two_stage_generate(first: VAE, second: VAE, n: int, beta: float | None = None) -> Tensor:
+    """Decoder means of the first stage at codes drawn from the second stage."""
+    first.eval()
+    _, cond = first.condition(n, beta, next(first.parameters()).device)
+    return first.likelihood.mean(first.decode(second_stage_codes(second, n, cond), cond))
