@@ -19,7 +19,7 @@ def test_groundtruth_recipe_writes_table_1(tmp_path):
             "--set", "device=cpu"]  # fmt: skip
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results["rows"]) == 3 and results["fid_features"].startswith("classifier(")
+    assert len(results["rows"]) == 4 and results["fid_features"].startswith("classifier(")
     for row in results["rows"]:
         assert set(row) >= {"experiment", "elbo", "fid", "iwae_loglik", "n_fid_samples"}
         assert row["iwae_loglik"] >= row["elbo"] - 1.0  # IWAE (k = 8) is the tighter bound
@@ -31,8 +31,8 @@ def test_groundtruth_recipe_writes_table_1(tmp_path):
         path.unlink()
     stages = sorted(tmp_path.glob("*.safetensors"))
     assert [p.name for p in stages] == [
-        "elbo-fixed.safetensors", "elbo-learned-shared.safetensors",
-        "encoder.safetensors", "generator.safetensors",
+        "elbo-encoder-only.safetensors", "elbo-fixed.safetensors",
+        "elbo-learned-shared.safetensors", "encoder.safetensors", "generator.safetensors",
     ]  # fmt: skip
     mtimes = [p.stat().st_mtime_ns for p in stages]
     assert main(args) == 0

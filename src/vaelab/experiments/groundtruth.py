@@ -6,8 +6,9 @@ decoder p*(x|z) = N(x; G(z), σ²I), z ~ N(0, I), so the maximum-likelihood solu
 the data are its samples. Steps:
   0. train a DCGAN-style generator (cached in the run directory);
   1. train the encoder alone by conditional likelihood, max E log q(z|x) over (z, x) ~ p*;
-  2. from there, train encoder and decoder jointly by the ELBO on fresh samples of p*,
-     (i) with σ fixed at the truth and (ii) with σ learned.
+  2. from there, train by the ELBO on fresh samples of p*: the encoder alone (the decoder
+     stays the truth: the reference ELBO and the best IWAE proposal for the truth), and
+     encoder and decoder jointly (i) with σ fixed at the truth and (ii) with σ learned.
 Each stage reports the ELBO and the IWAE log-likelihood of held-out ground-truth samples and
 the FID of its samples (decoder means) against the ground truth's — the paper's Table 1.
 The paper's effect: the ELBO rises while the decoder moves away from the truth.
@@ -265,9 +266,22 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
             write_json(path, measure(model, held_out, reference, extractor, cfg))
         return read_json(path)
 
+    # The truth's own ELBO and held-out likelihood need an encoder fitted to it by the ELBO:
+    # with the conditional-likelihood encoder the IWAE bound sits hundreds of nats low.
+    reference_model = build_model(cfg, generator, train.shape, "fixed").to(device)
+    reference_model.encoder.load_state_dict(base.encoder.state_dict())
+    reference_model.decoder.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    trained_once(
+        reference_model,
+        run_dir / "elbo-encoder-only.safetensors",
+        partial(train_elbo, reference_model, truth, cfg, "ELBO, encoder only"),
+    )
     rows = [
         {"experiment": "encoder only (conditional likelihood), decoder = truth"}
-        | measured(base, "encoder")
+        | measured(base, "encoder"),
+        {"experiment": "encoder only (ELBO), decoder = truth"}
+        | measured(reference_model, "elbo-encoder-only"),
     ]
     grids = {"truth": reference[:32]}
     for name, mode in (("ELBO, σ fixed", "fixed"), ("ELBO, σ learned", "learned-shared")):
@@ -296,22 +310,27 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
 def write_report(run_dir: Path, rows: list[dict], features: str, cfg: GroundTruthConfig) -> None:
     table = [[r["experiment"], r["elbo"], r["iwae_loglik"], r["fid"], r["sigma"]] for r in rows]
     paper = [[e, elbo, fid] for e, elbo, fid in PAPER]
-    elbo_up = rows[1]["elbo"] > rows[0]["elbo"] and rows[2]["elbo"] > rows[0]["elbo"]
-    worse = rows[1]["fid"] > rows[0]["fid"] and rows[2]["iwae_loglik"] < rows[0]["iwae_loglik"]
+    truth, fixed, learned = rows[1], rows[2], rows[3]  # rows[0]: the paper's first row
+    elbo_up = fixed["elbo"] > truth["elbo"] and learned["elbo"] > truth["elbo"]
+    worse = all(r["fid"] > truth["fid"] and r["iwae_loglik"] < truth["iwae_loglik"]
+                for r in (fixed, learned))  # fmt: skip
     outcome = "reproduced" if elbo_up and worse else "not (fully) reproduced"
     verdict = (
-        f"ELBO {'rises' if elbo_up else 'does not rise'} from the encoder-only model "
-        f"({rows[0]['elbo']:.1f}) to ELBO training ({rows[1]['elbo']:.1f} with σ fixed, "
-        f"{rows[2]['elbo']:.1f} with σ learned), while the held-out log-likelihood goes "
-        f"{rows[0]['iwae_loglik']:.1f} → {rows[1]['iwae_loglik']:.1f} / "
-        f"{rows[2]['iwae_loglik']:.1f} and FID {rows[0]['fid']:.2f} → {rows[1]['fid']:.2f} / "
-        f"{rows[2]['fid']:.2f}: the paper's effect is {outcome} here."
+        f"With the decoder at the truth (encoder fitted by the ELBO) the ELBO is "
+        f"{truth['elbo']:.1f}; training the decoder too takes it to {fixed['elbo']:.1f} (σ "
+        f"fixed) and {learned['elbo']:.1f} (σ learned) — it {'rises' if elbo_up else 'does not rise'}"
+        f" — while the held-out log-likelihood goes {truth['iwae_loglik']:.1f} → "
+        f"{fixed['iwae_loglik']:.1f} / {learned['iwae_loglik']:.1f} and FID "
+        f"{truth['fid']:.2f} → {fixed['fid']:.2f} / {learned['fid']:.2f}: the paper's effect "
+        f"is {outcome} here. (The first row's IWAE is a loose bound: its encoder was fitted by "
+        f"conditional likelihood, not to the posterior.)"
     )
     lines = [
         f"# Ground-truth decoder: ELBO vs likelihood ({cfg.dataset}, 28×28)\n",
         f"Truth: DCGAN-style generator ({cfg.gan_epochs} epochs) + pixel noise σ = {cfg.sigma:g}, "
         f"{cfg.latent_dim} latents. Encoder pretrained {cfg.pretrain_steps} steps by conditional "
-        f"likelihood; joint ELBO training {cfg.joint_steps} steps, batch {cfg.batch_size}, Adam "
+        f"likelihood; from it, ELBO training of the encoder alone (decoder = truth) and of "
+        f"encoder and decoder, {cfg.joint_steps} steps each, batch {cfg.batch_size}, Adam "
         f"{cfg.lr:g}, on fresh samples of the truth. Held-out: {cfg.eval_samples} truth samples; "
         f"IWAE with k = {cfg.iwae_k}; FID of {cfg.fid_samples} decoder means against as many of "
         f"the truth's, features: {features}. Nats per image.\n",
