@@ -1,6 +1,7 @@
 """`vaelab rd` and the rd-study recipe, end to end at toy scale on 8×8 digits."""
 
 import csv
+import json
 
 from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -36,7 +37,7 @@ def test_rd_study_recipe_writes_its_report(tmp_path):
         "--set", "dataset=digits", "--set", "latent_dim=4", "--set", "hidden=[32]",
         "--set", "epochs=2", "--set", "sweep_betas=[0.1,1]", "--set", "rd_points=3",
         "--set", "fid_samples=100", "--set", "progress=false", "--set", "device=cpu",
-        "--set", "posterior_channels=2",
+        "--set", "posterior_channels=2", "--set", "second_stage_steps=20",
     ]  # fmt: skip
     assert main(args) == 0
     study = tmp_path / "study"
@@ -46,9 +47,16 @@ def test_rd_study_recipe_writes_its_report(tmp_path):
         "decoupled β-conditional (ours)",
         "best over β",
         "classifier(digits",
+        "With the two-stage sampler",
     ):
         assert needle in report, needle
     for name in ("rd.png", "rd.csv", "fid.json", "aggregate_posteriors.png", "samples_iv.png"):
         assert (study / name).exists(), name
     regimes = {row["regime"] for row in csv.DictReader((study / "rd.csv").open())}
     assert len(regimes) == 4
+    fid = json.loads((study / "fid.json").read_text())
+    # every regime at every sweep β, from the prior and from the second stage
+    assert {(r["regime"], r["sampler"]) for r in fid["rows"]} == {
+        (regime, sampler) for regime in regimes for sampler in ("prior", "two-stage")
+    }
+    assert len(fid["rows"]) == 2 * (2 + 2 + 2 + 2)
