@@ -257,3 +257,17 @@ def test_nan_gradient_with_finite_loss_is_caught(tmp_path, log_every, step, what
     with pytest.raises(TrainingDiverged, match=rf"step {step}: {what}; no checkpoint was written"):
         Trainer(_NanGradient(), data, None, cfg, tmp_path, {"train": {}}).fit()
     assert not (tmp_path / CHECKPOINT).exists()
+
+
+def test_a_config_key_added_after_a_run_started_reads_as_its_default(tmp_path):
+    from vaelab.config import Config
+    from vaelab.errors import ConfigError
+    from vaelab.training.trainer import check_same_run
+
+    current = Config().to_dict()
+    saved = Config().to_dict()
+    del saved["model"]["multinomial_convention"]  # a run saved before the field existed
+    check_same_run(saved, current, tmp_path)  # the default: the same run
+    current["model"]["multinomial_convention"] = "full"  # not the default ("saturated")
+    with pytest.raises(ConfigError, match="model.multinomial_convention"):
+        check_same_run(saved, current, tmp_path)

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import Config, TrainConfig
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluation.elbo import evaluate
 from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -285,12 +285,20 @@ class Trainer:
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
-    """Refuse to resume a run directory that holds a differently configured run."""
+    """Refuse to resume a run directory that holds a differently configured run. A key the
+    saved config lacks (a field added to vaelab after that run started) reads as its default,
+    which is what that run used."""
+    defaults = Config().to_dict()
+
+    def saved_value(section: str, key: str) -> Any:
+        values = saved.get(section, {})
+        return values[key] if key in values else defaults.get(section, {}).get(key)
+
     differ = sorted(
         f"{section}.{key}"
         for section in set(saved) | set(current)
         for key in set(saved.get(section, {})) | set(current.get(section, {}))
-        if saved.get(section, {}).get(key) != current.get(section, {}).get(key)
+        if saved_value(section, key) != current.get(section, {}).get(key)
         and not (section == "train" and key in RESUMABLE_KEYS)
     )
     if differ:
