@@ -30,7 +30,7 @@ from ..evaluation.kl_decomposition import active_units, kl_decomposition
 from ..evaluation.loss_slices import loss_slices, plot_loss_slices
 from ..evaluation.sample_quality import sample_quality
 from ..files import atomic_write_text, write_json
-from ..models.two_stage import build_second_stage, fit_second_stage, two_stage_generate
+from ..models.two_stage import fitted_second_stage, two_stage_generate
 from ..registry import CONDITIONING, NETWORKS, SIGMA_MODES
 from ..report import markdown_table
 from ..runs import Run, train_run
@@ -130,16 +130,10 @@ def two_stage_fids(
     real = test.images[: cfg.fid_samples]
     out: dict[str, list[dict]] = {CLASSIC: [], DECOUPLED: []}
     for run in runs.values():
-        second = build_second_stage(run.model, cfg.second_stage_hidden)
-        torch.manual_seed(cfg.seed)
-        fit_second_stage(
-            run.model,
-            second,
-            train,
-            cfg.second_stage_steps,
-            progress=cfg.progress,
-            seed=cfg.seed,
-        )
+        second = fitted_second_stage(
+            run.model, train, cfg.second_stage_steps, cfg.second_stage_hidden, cfg.seed,
+            cfg.progress,
+        )  # fmt: skip
         betas = cfg.betas if run.model.conditional else [run.model.beta]
         for beta in betas:
             torch.manual_seed(cfg.seed)

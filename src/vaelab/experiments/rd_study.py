@@ -32,7 +32,7 @@ from ..evaluation.figures import save_image_grid
 from ..evaluation.rate_distortion import log_grid, rd_points, regime_of, write_rd
 from ..evaluation.sample_quality import sample_quality
 from ..files import atomic_write_text, write_json
-from ..models.two_stage import build_second_stage, fit_second_stage, two_stage_generate
+from ..models.two_stage import fitted_second_stage, two_stage_generate
 from ..registry import CONDITIONING, DATASETS, NETWORKS, SIGMA_MODES
 from ..report import markdown_table
 from ..runs import Run, load_runs, train_run
@@ -144,11 +144,9 @@ def fid_study(runs: list[Run], train: ImageData, cfg: RDStudyConfig) -> dict:
         label = regime_of(run.config.model)
         samplers = {"prior": lambda beta, run=run: generate(run, len(real), beta, cfg.seed)}
         if cfg.second_stage_steps:
-            second = build_second_stage(run.model, cfg.second_stage_hidden)
-            torch.manual_seed(cfg.seed)
-            fit_second_stage(
-                run.model, second, train, cfg.second_stage_steps, progress=cfg.progress,
-                seed=cfg.seed,
+            second = fitted_second_stage(
+                run.model, train, cfg.second_stage_steps, cfg.second_stage_hidden, cfg.seed,
+                cfg.progress,
             )  # fmt: skip
             samplers["two-stage"] = lambda beta, run=run, second=second: (
                 two_stage_generate(run.model, second, len(real), beta).clamp(0, 1).cpu()

@@ -79,6 +79,21 @@ def fit_second_stage(
     return history
 
 
+def fitted_second_stage(
+    first: VAE,
+    data: ImageData,
+    steps: int,
+    hidden: list[int],
+    seed: int = 0,
+    progress: bool = True,
+) -> VAE:
+    """`build_second_stage` + `fit_second_stage` with default settings, seeded."""
+    second = build_second_stage(first, hidden)
+    torch.manual_seed(seed)
+    fit_second_stage(first, second, data, steps, seed=seed, progress=progress)
+    return second
+
+
 @torch.no_grad()
 def second_stage_codes(second: VAE, n: int, cond: Tensor | None = None) -> Tensor:
     """z ~ p(z|u), u ~ N(0, I): samples of the second stage's model of q(z). Sampled, not the
