@@ -2,6 +2,9 @@
 scores near the top, independent noise near chance, on a synthetic data set with small factor
 grids; the same on procedural dSprites with a tiny budget; the DCI and MIG building blocks."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +196,43 @@ def test_encoder_mean_representation_of_a_conditional_vae_on_dsprites():
     rep = encoder_mean_representation(model, beta=1.0)
     scores = beta_vae_score(gt, rep, 0, batch_size=8, num_train=30, num_eval=20)
     assert 0.0 <= scores["eval_accuracy"] <= 1.0
+
+
+def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
+    """`vaelab run disentanglement` at toy scale: the JSON the issue asks for, figures, report."""
+    from functools import partial
+
+    import vaelab.evaluation.disentanglement as dis
+    import vaelab.evaluation.feature_extractors as fe
+    from vaelab.cli import main
+
+    # toy-sized FID classifier and DCI trees (the real ones take minutes; tested above)
+    monkeypatch.setattr(dis, "dci", partial(dis.dci, n_estimators=5))
+
+    tiny = fe.ClassifierConfig(widths=(4, 8, 8), feature_dim=8, epochs=1, min_steps=10)
+    monkeypatch.setattr(
+        fe, "DatasetClassifierFeatures", partial(fe.DatasetClassifierFeatures, config=tiny)
+    )
+
+    args = ["run", "disentanglement", "--run-dir", str(tmp_path),
+            "--set", "train_limit=600", "--set", "test_limit=200", "--set", "hidden=[32]",
+            "--set", "latent_dim=3", "--set", "betas=[1,4]", "--set", "beta_range=[1,4]",
+            "--set", "epochs=1", "--set", "metric_scale=0.01", "--set", "kl_examples=100",
+            "--set", "second_stage_steps=20", "--set", "second_stage_hidden=[16]",
+            "--set", "fid_samples=100", "--set", "slice_gammas=[0.1,0.01]",
+            "--set", "progress=false", "--set", "device=cpu"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    keys = {"beta", "beta_vae", "factor_vae", "mig", "sap", "dci_d", "dci_c", "dci_i", "rate",
+            "tc", "mi", "dwkl"}  # fmt: skip
+    for rows in results["regimes"].values():
+        assert sorted(r["beta"] for r in rows) == [1.0, 4.0]
+        for r in rows:
+            assert keys <= set(r)
+            assert r["mi"] + r["tc"] + r["dwkl"] == pytest.approx(r["rate"], rel=0.05, abs=0.5)
+    for rows in (results["two_stage_fid"][k] for k in results["regimes"]):
+        assert all(
+            math.isfinite(r["fid_prior"]) and math.isfinite(r["fid_two_stage"]) for r in rows
+        )
+    for name in ("report.md", "metrics_vs_beta.png", "kl_vs_beta.png", "loss_slices.png"):
+        assert (tmp_path / name).exists(), name
