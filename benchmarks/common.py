@@ -71,3 +71,15 @@ def machine() -> dict[str, object]:
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def provenance() -> dict[str, object]:
+    """The fields every result JSON ends with: command, machine, source and time."""
+    import time
+
+    return {
+        "command": command_line(),
+        "machine": machine(),
+        "source": source_state(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

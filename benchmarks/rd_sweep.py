@@ -41,7 +41,7 @@ from vaelab.files import write_json
 from vaelab.runs import train_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, command_line, fashion_mnist_folder, machine, source_state  # noqa: E402
+from common import RESULTS, fashion_mnist_folder, provenance  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -176,10 +176,7 @@ def main(argv=None) -> dict:
         },
         "loss_definition": "test D + beta * R per example, nats; D with sigma_x optimal for each evaluation batch of 500",
         "settings": {k: v for k, v in vars(args).items() if k != "output"} | {"betas": betas},
-        "command": command_line(),
-        "machine": machine(),
-        "source": source_state(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **provenance(),
     }
     write_json(args.output, result)
     print(

@@ -37,7 +37,7 @@ from vaelab.models import build_vae
 from vaelab.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, SHARED_DATA, command_line, machine, source_state  # noqa: E402
+from common import RESULTS, SHARED_DATA, provenance  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -140,10 +140,7 @@ def main(argv=None) -> dict:
         "naive_seconds": times["naive"],
         "documents": len(train),
         "model": "e1, 64 bits, depth 0, DisARM (1 pair), V = 10,000, batch 100",
-        "command": command_line(),
-        "machine": machine(),
-        "source": source_state(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **provenance(),
     }
     write_json(args.output, result)
     print(

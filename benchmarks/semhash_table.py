@@ -24,7 +24,7 @@ from vaelab.experiments.semhash import SemhashTableConfig, best_encoder_per_row,
 from vaelab.files import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS, SHARED_DATA, command_line, machine, source_state  # noqa: E402
+from common import REPO, RESULTS, SHARED_DATA, provenance  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -54,10 +54,7 @@ def main(argv=None) -> dict:
         "goal": "e1 has the lowest test NELBO in every (bits, depth) row",
         "goal_met": all(v == "e1" for v in winners.values()),
         "seconds": time.perf_counter() - start,
-        "command": command_line(),
-        "machine": machine(),
-        "source": source_state(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **provenance(),
     }
     write_json(args.output, result)
     print(f"e1 best in {result['e1_best_rows']}/{result['rows']} rows; wrote {args.output}")

@@ -323,38 +323,6 @@ def _check_continuous(model) -> None:
         raise ValueError("AIS with HMC needs continuous (Gaussian) latents; use exact enumeration")
 
 
-def _ais(
-    model,
-    x,
-    cond,
-    z0,
-    betas,
-    *,
-    leapfrog,
-    step_size,
-    target_acceptance,
-    adapt,
-    step_range,
-    final_transition,
-    progress,
-    log_px_z=None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    log_px_z = log_px_z or log_likelihood_function(model, x, cond)
-    return _anneal(
-        model.prior,
-        log_px_z,
-        z0,
-        betas,
-        leapfrog,
-        step_size,
-        target_acceptance,
-        adapt,
-        step_range,
-        final_transition,
-        progress,
-    )
-
-
 def _prior_chains(model, chains: int, n: int, device) -> Tensor:
     return model.prior.sample(chains * n, device=device).reshape(chains, n, -1)
 
@@ -395,10 +363,9 @@ def ais_log_likelihood(
     with _evaluating(model, seed, device):
         _, cond = model.condition(len(x), beta, device)
         z0 = _prior_chains(model, chains, len(x), device)
-        log_w, z, accept, eps = _ais(
-            model,
-            x,
-            cond,
+        log_w, z, accept, eps = _anneal(
+            model.prior,
+            log_likelihood_function(model, x, cond),
             z0,
             betas,
             leapfrog=leapfrog,
@@ -500,12 +467,10 @@ def bdmc(
         z, x = _simulate(model, n, cond, device)
         log_px_z = log_likelihood_function(model, x, cond)
         z0 = _prior_chains(model, chains, n, device)
-        fw, _, fw_accept, fw_eps = _ais(model, x, cond, z0, betas, log_px_z=log_px_z, **options)
+        fw, _, fw_accept, fw_eps = _anneal(model.prior, log_px_z, z0, betas, **options)
         z1 = z[None].expand(chains, *z.shape).contiguous()
         reverse_betas = betas.flip(0)
-        rv, _, rv_accept, rv_eps = _ais(
-            model, x, cond, z1, reverse_betas, log_px_z=log_px_z, **options
-        )
+        rv, _, rv_accept, rv_eps = _anneal(model.prior, log_px_z, z1, reverse_betas, **options)
     forward = DecoderAISResult(logmeanexp(fw, 0), fw, fw_accept.mean(0), fw_eps, betas)
     reverse = DecoderAISResult(-logmeanexp(rv, 0), rv, rv_accept.mean(0), rv_eps, reverse_betas)
     return BDMCResult(x, z, forward, reverse)

@@ -165,7 +165,7 @@ def fid_study(runs: list[Run], train: ImageData, cfg: RDStudyConfig) -> dict:
 def fid_tables(fid: dict, betas: list[float], sampler: str = "prior") -> tuple[str, str, dict]:
     """The talk's table (β | classic β-VAE | decoupled β-conditional), all regimes, best-over-β,
     for the samples of one `sampler`."""
-    rows = [r for r in fid["rows"] if r.get("sampler", "prior") == sampler]
+    rows = [r for r in fid["rows"] if r["sampler"] == sampler]
     by = {(r["regime"], r["beta"]): r["fid"] for r in rows}
     regimes = sorted({r["regime"] for r in rows})
     best = {g: min(by[(g, b)] for b in betas if (g, b) in by) for g in regimes}
