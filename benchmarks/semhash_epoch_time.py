@@ -68,7 +68,7 @@ def vaelab_epoch(train, seed: int) -> float:
         device="cpu",
     )
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, train, None, cfg, tmp, Config(model=model_config()).to_dict())
+        trainer = Trainer(model, train, cfg, tmp, Config(model=model_config()).to_dict())
         start = time.perf_counter()
         trainer.fit()
         return time.perf_counter() - start

@@ -57,6 +57,7 @@ import vaelab
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import ImageData, load_data
 from vaelab.data.base import to_float
+from vaelab.evaluation import evaluate
 from vaelab.files import write_json
 from vaelab.models import build_vae
 from vaelab.runs import seed_everything
@@ -190,7 +191,7 @@ def evaluate_loss(model, test_x) -> float:
 def vaelab_fit(
     model, train: ImageData, test: ImageData, tcfg: TrainConfig, run_config, run_dir
 ) -> float:
-    trainer = Trainer(model, train, test, tcfg, run_dir, run_config)
+    trainer = Trainer(model, train, tcfg, run_dir, run_config, evaluate=lambda m: evaluate(m, test))
     state = trainer.fit()
     return state.last_test["loss"]
 

@@ -193,7 +193,7 @@ def test_nan_guard_stops_with_step_and_term_and_writes_no_nan_weights(tmp_path):
     data = ImageData("toy", torch.rand(64, 1, 2, 2))
     cfg = TrainConfig(epochs=10, batch_size=8, checkpoint_every=5, progress=False, device="cpu")
     model = _ExplodesAtStep(at=13)
-    trainer = Trainer(model, data, None, cfg, tmp_path, {"train": {}})
+    trainer = Trainer(model, data, cfg, tmp_path, {"train": {}})
     with pytest.raises(TrainingDiverged, match=r"step 13: loss term 'loss' is nan"):
         trainer.fit()
     tensors, meta = load_checkpoint(tmp_path / CHECKPOINT)
@@ -255,7 +255,7 @@ def test_nan_gradient_with_finite_loss_is_caught(tmp_path, log_every, step, what
     data = ImageData("toy", torch.rand(64, 1, 2, 2))
     cfg = TrainConfig(epochs=1, batch_size=8, log_every=log_every, progress=False, device="cpu")
     with pytest.raises(TrainingDiverged, match=rf"step {step}: {what}; no checkpoint was written"):
-        Trainer(_NanGradient(), data, None, cfg, tmp_path, {"train": {}}).fit()
+        Trainer(_NanGradient(), data, cfg, tmp_path, {"train": {}}).fit()
     assert not (tmp_path / CHECKPOINT).exists()
 
 

@@ -22,7 +22,7 @@ from .files import atomic_write_text, write_json
 from .models import VAE, build_vae
 from .report import markdown_table
 from .training import CHECKPOINT, Trainer, distributed, load_checkpoint
-from .training.checkpoint import checkpoint_metadata, load_model_weights
+from .checkpoint import checkpoint_metadata, load_model_weights
 from .training.trainer import TrainState
 
 
@@ -50,7 +50,13 @@ def train_run(cfg: Config, run_dir: str | Path, report: bool = True) -> Run:
         seed_everything(cfg.train.seed)
         model = build_vae(cfg.model, train_data.shape)
         trainer = Trainer(
-            model, train_data, test_data, cfg.train, run_dir, cfg.to_dict(), placement
+            model,
+            train_data,
+            cfg.train,
+            run_dir,
+            cfg.to_dict(),
+            evaluate=lambda m: evaluate(m, test_data),
+            placement=placement,
         )
         state = trainer.fit()
         run = Run(run_dir, cfg, model, test_data, state)

@@ -10,9 +10,9 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
 from . import bow, digits, dsprites, idx, image_folder  # noqa: F401  (fill the registry)
-from .base import ImageData, cache_dir
+from .base import ImageData, TensorData, cache_dir
 
-__all__ = ["ImageData", "cache_dir", "load_data"]
+__all__ = ["ImageData", "TensorData", "cache_dir", "load_data"]
 
 
 def load_data(cfg: DataConfig):

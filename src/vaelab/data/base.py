@@ -62,6 +62,27 @@ class ImageData:
         return dataclasses.replace(self, images=self.images.to(device))
 
 
+class TensorData:
+    """Rows of one or more tensors of equal length, as the trainer's data: `batch(index)`
+    gives the tensor (one) or the tuple of tensors (several) at `index`. For fits whose data
+    is not a data set of images or documents: codes, (image, label) pairs, points."""
+
+    def __init__(self, *tensors: Tensor):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise DataError(f"TensorData needs tensors of one length, got {[len(t) for t in tensors]}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def batch(self, index: Tensor | slice) -> Tensor | tuple[Tensor, ...]:
+        rows = tuple(t[index] for t in self.tensors)
+        return rows[0] if len(rows) == 1 else rows
+
+    def to(self, device: torch.device | str) -> TensorData:
+        return TensorData(*(t.to(device) for t in self.tensors))
+
+
 def to_float(images: Tensor) -> Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import DataConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..registry import DATASETS
@@ -436,8 +437,6 @@ def cache_path(path: Path, vocab_size: int, name: str) -> Path:
 
 
 def save_cache(file: Path, source: Path, train: BowData, test: BowData) -> None:
-    from ..training.checkpoint import save_checkpoint  # lazy: training imports data
-
     tensors = {
         f"{split}.{field}": getattr(data, field)
         for split, data in zip(SPLITS, (train, test))
@@ -457,8 +456,6 @@ def save_cache(file: Path, source: Path, train: BowData, test: BowData) -> None:
 
 def load_cache(file: Path, name: str) -> tuple[BowData, BowData] | None:
     """The cached (train, test), or None when there is no usable cache (a bad one warns)."""
-    from ..training.checkpoint import load_checkpoint
-
     if not file.is_file():
         return None
     try:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..data.base import ImageData, cache_dir
 from ..errors import CheckpointError, ConfigError, DataError
 from ..registry import FEATURE_EXTRACTORS
-from ..training.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..training.distributed import resolve_device
 from .sample_quality import FeatureExtractor
 

@@ -39,7 +39,7 @@ from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import markdown_table
-from ..training.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..training.distributed import resolve_device
 from .base import experiment
 

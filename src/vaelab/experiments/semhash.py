@@ -142,7 +142,12 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         phase_cfg = run_config(cfg, epochs, samples)
         model.samples = samples
         trainer = Trainer(
-            model, train, test, phase_cfg.train, run_dir / f"phase{phase}", phase_cfg.to_dict()
+            model,
+            train,
+            phase_cfg.train,
+            run_dir / f"phase{phase}",
+            phase_cfg.to_dict(),
+            evaluate=lambda m: evaluate(m, test),
         )
         trainer.fit()
         epochs_run += epochs

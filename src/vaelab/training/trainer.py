@@ -1,9 +1,15 @@
-"""One trainer for every model: Adam, progress bar, JSON-lines metrics, safetensors
-checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
+"""One trainer for everything vaelab trains: Adam, progress bar, JSON-lines metrics,
+safetensors checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
 
-A model is any module whose forward(x) returns an object with `.loss` (per-example loss, [B])
-and `.sums()` (detached batch sums of the terms to log); see `estimators.LossTerms`. Data is
-any object with `len`, `to(device)` and `batch(index)` → a float tensor (ImageData, BowData).
+The contract:
+- a *model* is any module whose forward(batch) returns an object with `.loss` (per-example
+  loss, [B]) and `.sums()` (detached batch sums of the terms to log); see
+  `estimators.LossTerms`;
+- *data* is any object with `len`, `to(device)` and `batch(index)` → what the model's forward
+  takes (a tensor, or a tuple of tensors: `data.TensorData`, `ImageData`, `BowData`);
+- *evaluate* (optional) is a callable model → {name: float}, run on the main process after
+  every `eval_every` epochs and at the end, its result logged as the `test` record. The
+  trainer knows nothing of what it measures (it is injected by `runs.train_run` and recipes).
 
 Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the same one
 `DistributedSampler` draws — and the noise of step s on rank r comes from a generator seeded
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +33,9 @@ from tqdm.auto import tqdm
 
 from ..config import Config, TrainConfig
 from ..errors import ConfigError, TrainingDiverged
-from ..evaluation.elbo import evaluate
 from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
 from . import distributed
-from .checkpoint import (
+from ..checkpoint import (
     load_checkpoint,
     load_model_weights,
     optimizer_from_flat,
@@ -68,10 +74,10 @@ class Trainer:
         self,
         model: nn.Module,
         train_data,
-        test_data,
         cfg: TrainConfig,
         run_dir: str | Path,
         run_config: dict[str, Any],
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         placement: distributed.Placement | None = None,
     ):
         self.cfg = cfg
@@ -81,7 +87,7 @@ class Trainer:
         self.device = self.placement.device
         self.model = model.to(self.device)
         self.train_data = train_data.to(self.device)
-        self.test_data = test_data
+        self.evaluate = evaluate
         self.optimizer = torch.optim.Adam(
             model.parameters(),
             lr=cfg.lr,
@@ -194,10 +200,10 @@ class Trainer:
                 x = self.train_data.batch(order[b * bs : (b + 1) * bs])
                 step = self.state.step + 1
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
-                batch_sums, grad_norm = self._step(x, measure_grad=logging)
+                batch_sums, batch_size, grad_norm = self._step(x, measure_grad=logging)
                 for k, v in batch_sums.items():
                     sums[k] = sums.get(k, 0.0) + v
-                count += len(x)
+                count += batch_size
                 self.state.step = step
                 self.state.seconds = time.perf_counter() - started
                 bar.update(1)
@@ -214,7 +220,7 @@ class Trainer:
         self._finish()
         return self.state
 
-    def _step(self, x: torch.Tensor, measure_grad: bool) -> tuple[dict[str, torch.Tensor], Any]:
+    def _step(self, x: Any, measure_grad: bool) -> tuple[dict[str, torch.Tensor], int, Any]:
         """One optimiser step. Stops, before updating, if the loss (or a measured gradient
         norm) is not finite. The gradient norm is measured only when clipping or logging:
         a pass over all gradients every step would cost ~10% on small models, and a
@@ -234,7 +240,7 @@ class Trainer:
         if not torch.isfinite(loss) or (grad_norm is not None and not torch.isfinite(grad_norm)):
             self._diverged(sums, grad_norm)
         self.optimizer.step()
-        return sums, grad_norm
+        return sums, len(terms.loss), grad_norm
 
     def _diverged(self, sums: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> None:
         bad = [k for k, v in sums.items() if not torch.isfinite(v)]
@@ -254,8 +260,8 @@ class Trainer:
         )
 
     def _evaluate(self, epoch: int) -> None:
-        if self.placement.is_main and self.test_data is not None:
-            self.state.last_test = evaluate(self.model, self.test_data, device=self.device)
+        if self.placement.is_main and self.evaluate is not None:
+            self.state.last_test = self.evaluate(self.model)
             self._log("test", epoch, self.state.last_test)
         distributed.barrier(self.placement)
 

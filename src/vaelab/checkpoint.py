@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
-from ..errors import CheckpointError
-from ..files import atomic_write_bytes
+from .errors import CheckpointError
+from .files import atomic_write_bytes
 
 _META_KEY = "vaelab"
 
