@@ -24,7 +24,8 @@ from vaelab.evaluation import evaluate
 from vaelab.files import read_jsonl
 from vaelab.models import build_vae
 from vaelab.runs import load_run, seed_everything, train_run
-from vaelab.training import CHECKPOINT, METRICS, Trainer, load_checkpoint
+from vaelab.checkpoint import load_checkpoint
+from vaelab.training import CHECKPOINT, METRICS, Trainer
 
 TINY_MODEL = ["model.latent_dim=4", "model.hidden=[32]"]
 

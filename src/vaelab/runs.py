@@ -21,7 +21,8 @@ from .evaluation.figures import save_image_grid, save_reconstructions
 from .files import atomic_write_text, write_json
 from .models import VAE, build_vae
 from .report import markdown_table
-from .training import CHECKPOINT, Trainer, distributed, load_checkpoint
+from .checkpoint import load_checkpoint
+from .training import CHECKPOINT, Trainer, distributed
 from .checkpoint import checkpoint_metadata, load_model_weights
 from .training.trainer import TrainState
 

@@ -6,6 +6,6 @@ discrete latent spaces.
 """
 
 from . import discrete, exact, reparameterization
-from .terms import LossTerms
+from .terms import LossTerms, ObjectiveTerms
 
-__all__ = ["LossTerms", "discrete", "exact", "reparameterization"]
+__all__ = ["LossTerms", "ObjectiveTerms", "discrete", "exact", "reparameterization"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -34,3 +34,17 @@ class LossTerms:
         if self.sigma is not None:
             out["sigma"] = self.sigma.detach() * len(self.loss)
         return out
+
+
+@dataclass
+class ObjectiveTerms:
+    """Per-example loss [B] and any other per-example terms [B] to log, for what the trainer
+    fits that is not a VAE (a harmonium, a classifier, a GAN's discriminator step, …)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+    def sums(self) -> dict[str, Tensor]:
+        return {"loss": self.loss.detach().sum()} | {
+            k: v.detach().sum() for k, v in self.terms.items()
+        }

@@ -1,6 +1,6 @@
-"""Training: the trainer, checkpoints and the distributed set-up."""
+"""Training: the one trainer, `fit` built on it, and the distributed set-up."""
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from .trainer import CHECKPOINT, CONFIG, METRICS, Trainer
+from .fit import fit
+from .trainer import CHECKPOINT, CONFIG, METRICS, Trainer, TrainState
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "Trainer", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "TrainState", "Trainer", "fit"]
