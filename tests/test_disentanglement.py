@@ -202,16 +202,16 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
     """`vaelab run disentanglement` at toy scale: the JSON the issue asks for, figures, report."""
     from functools import partial
 
+    import vaelab.evaluation.classifier_features as cf
     import vaelab.evaluation.disentanglement as dis
-    import vaelab.evaluation.feature_extractors as fe
     from vaelab.cli import main
 
     # toy-sized FID classifier and DCI trees (the real ones take minutes; tested above)
     monkeypatch.setattr(dis, "dci", partial(dis.dci, n_estimators=5))
 
-    tiny = fe.ClassifierConfig(widths=(4, 8, 8), feature_dim=8, epochs=1, min_steps=10)
+    tiny = cf.ClassifierConfig(widths=(4, 8, 8), feature_dim=8, epochs=1, min_steps=10)
     monkeypatch.setattr(
-        fe, "DatasetClassifierFeatures", partial(fe.DatasetClassifierFeatures, config=tiny)
+        cf, "DatasetClassifierFeatures", partial(cf.DatasetClassifierFeatures, config=tiny)
     )
 
     args = ["run", "disentanglement", "--run-dir", str(tmp_path),

@@ -4,6 +4,7 @@ MMD, the FID Inception network's weight layout and loader, and the data-set clas
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -16,14 +17,12 @@ from scipy.spatial.distance import pdist
 from vaelab import DataConfig
 from vaelab.data import ImageData, cache_dir, load_data
 from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
-from vaelab.evaluation import feature_extractors as fe
+from vaelab.evaluation import classifier_features as cf
+from vaelab.evaluation import inception
 from vaelab.evaluation import sample_quality as sq
-from vaelab.evaluation.feature_extractors import (
-    DatasetClassifierFeatures,
-    FIDInceptionV3,
-    InceptionV3Features,
-    get_feature_extractor,
-)
+from vaelab.evaluation.classifier_features import DatasetClassifierFeatures
+from vaelab.evaluation.feature_extractors import get_feature_extractor
+from vaelab.evaluation.inception import FIDInceptionV3, InceptionV3Features
 from vaelab.evaluation.sample_quality import (
     frechet_distance,
     gaussian_frechet_distance,
@@ -258,7 +257,7 @@ def test_inception_file_without_fc_or_batch_counters_loads(inception_file, tmp_p
     lean = {k: v for k, v in state.items() if not k.startswith("fc.")}
     lean = {k: v for k, v in lean.items() if not k.endswith("num_batches_tracked")}
     torch.save(lean, tmp_path / "lean.pth")
-    network = fe.load_fid_inception(tmp_path / "lean.pth")
+    network = inception.load_fid_inception(tmp_path / "lean.pth")
     weight = state["Mixed_7c.branch_pool.conv.weight"]
     assert torch.equal(network.Mixed_7c.branch_pool.conv.weight, weight)
 
@@ -293,10 +292,10 @@ def test_get_feature_extractor_takes_inception_weights_from_the_environment(
 ):
     path, _ = inception_file
     data = ImageData("unlabelled", torch.rand(4, 1, 8, 8))
-    monkeypatch.setenv(fe.INCEPTION_ENV, str(path))
+    monkeypatch.setenv(inception.INCEPTION_ENV, str(path))
     assert isinstance(get_feature_extractor(data), InceptionV3Features)
-    monkeypatch.delenv(fe.INCEPTION_ENV)
-    with pytest.raises(ConfigError, match=fe.INCEPTION_ENV):
+    monkeypatch.delenv(inception.INCEPTION_ENV)
+    with pytest.raises(ConfigError, match=inception.INCEPTION_ENV):
         get_feature_extractor(data, kind="inception")
     with pytest.raises(DataError, match="no labels.*Inception weights"):
         get_feature_extractor(data)
@@ -330,7 +329,7 @@ def test_classifier_trains_to_high_held_out_accuracy_and_is_cached(digits, monke
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although the cache holds the network")
 
-    monkeypatch.setattr(fe, "train_classifier", no_training)
+    monkeypatch.setattr(cf, "train_classifier", no_training)
     again = get_feature_extractor(train, progress=False)
     assert isinstance(again, DatasetClassifierFeatures) and not again.trained
     assert again.name == extractor.name and again.path == extractor.path
@@ -358,7 +357,7 @@ def test_classifier_fid_separates_real_from_noise(digits):
 def test_classifier_works_for_other_image_sizes(shape):
     images = torch.rand(40, *shape)
     labels = torch.arange(40) % 2
-    config = fe.ClassifierConfig(epochs=1, min_steps=1, batch_size=20)
+    config = cf.ClassifierConfig(epochs=1, min_steps=1, batch_size=20)
     extractor = DatasetClassifierFeatures(
         ImageData("toy", images, labels), config=config, progress=False
     )
@@ -370,3 +369,22 @@ def test_classifier_works_for_other_image_sizes(shape):
         ImageData("toy", images, 1 - labels), config=config, progress=False
     )
     assert other.path != extractor.path and other.trained
+
+
+def test_classifier_trains_through_a_run_directory_it_resumes_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
+    images, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
+    data = ImageData("toy", images, labels)
+    config = cf.ClassifierConfig(widths=(4, 8, 8), feature_dim=8, min_steps=4, batch_size=20)
+    before = torch.get_rng_state()
+    first = DatasetClassifierFeatures(data, config=config, progress=False)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
+    run_dir = first.path.with_suffix(".fit")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["split"] == "test"
+    assert records[-1]["held_out_accuracy"] == first.held_out_accuracy
+    # a training whose weights file was never written picks up the run directory's checkpoint
+    first.path.unlink()
+    again = DatasetClassifierFeatures(data, config=config, progress=False)
+    assert again.trained and again.held_out_accuracy == first.held_out_accuracy
+    assert torch.equal(again.features(images), first.features(images))

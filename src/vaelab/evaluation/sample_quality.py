@@ -9,8 +9,9 @@ All three compare two sets of feature vectors (rows), computed in float64:
 - MMD, the unbiased MMD² with a Gaussian RBF kernel (Gretton et al. 2012, "A kernel
   two-sample test", eq. 3), bandwidth by the median heuristic unless given.
 
-Features come from a `FeatureExtractor` (see `feature_extractors` for the Inception network
-and the dataset classifier); `sample_quality` puts it all together for real vs generated images.
+Features come from a `FeatureExtractor` (`inception` holds the FID Inception network,
+`classifier_features` the data-set classifier, `feature_extractors.get_feature_extractor`
+picks one); `sample_quality` puts it all together for real vs generated images.
 """
 
 from __future__ import annotations
