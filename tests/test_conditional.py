@@ -11,6 +11,7 @@ from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.distributions import GaussianLikelihood
 from vaelab.distributions.log_uniform import LogUniformBeta
+from vaelab.errors import ConfigError
 from vaelab.evaluation import evaluate
 from vaelab.models import build_vae
 from vaelab.runs import train_run
@@ -84,21 +85,22 @@ def test_training_draws_beta_and_evaluation_uses_the_given_beta():
     assert beta.item() == pytest.approx(2.0)
 
 
-def test_optimal_shared_sigma_is_the_optimum_within_each_beta_group():
+def test_optimal_shared_sigma_is_the_optimum_of_a_one_beta_batch_and_refuses_several():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, *SHAPE, generator=g)
     mean = torch.rand(1, 6, *SHAPE, generator=g)
-    condition = torch.tensor([0.3, -0.5, 0.3, 0.3, -0.5, 0.9])
     lik = GaussianLikelihood(SHAPE, "optimal-shared", log_sigma_min=-50.0)
-    nll = lik(x, mean, condition).nll
-    sq = ((x - mean[0]) ** 2).flatten(1).mean(1)
-    for value in condition.unique():
-        group = condition == value
-        sigma2 = sq[group].mean()
-        expected = GaussianLikelihood(SHAPE, "fixed", sigma=math.sqrt(sigma2))(
-            x[group], mean[:, group]
-        ).nll
-        torch.testing.assert_close(nll[group], expected)
+    sigma2 = ((x - mean[0]) ** 2).mean()
+    expected = GaussianLikelihood(SHAPE, "fixed", sigma=math.sqrt(sigma2))(x, mean).nll
+    torch.testing.assert_close(lik(x, mean, torch.tensor([0.3])).nll, expected)
+    with pytest.raises(ValueError, match="several β"):
+        lik(x, mean, torch.tensor([0.3, -0.5, 0.3, 0.3, -0.5, 0.9]))
+
+
+def test_optimal_shared_with_per_example_beta_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="beta_sampling = 'minibatch'.*optimal-image"):
+        ModelConfig(sigma_mode="optimal-shared", conditioning="film", beta_sampling="example")
+    ModelConfig(sigma_mode="optimal-image", conditioning="film", beta_sampling="example")
 
 
 @pytest.mark.parametrize("sigma_mode", ["learned-beta", "optimal-image"])

@@ -19,6 +19,8 @@ from typing import Any, Union
 
 import yaml
 
+from . import distributions, estimators, networks  # noqa: F401  (fill the registries it checks)
+from .distributions.log_uniform import PER_EXAMPLE
 from .distributions.multinomial import CONVENTIONS
 from .errors import ConfigError, closest
 from .registry import (
@@ -86,7 +88,7 @@ class ModelConfig:
     # β-conditional VAE (DESIGN §1b): log β ~ U[log a, log b], networks modulated by log β
     conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
-    beta_sampling: str = one_of(("minibatch", "example"), default="minibatch")
+    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="minibatch")
 
     def __post_init__(self):
         for name in ("hidden", "channels"):
@@ -97,15 +99,39 @@ class ModelConfig:
             raise ConfigError(
                 f"model.beta_range: need [a, b] with 0 < a ≤ b, got {self.beta_range}"
             )
-        if self.posterior == "bernoulli" and self.estimator == "reparameterization":
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Refuse combinations that would change meaning silently, by the registered
+        objects' capability flags."""
+        posterior = POSTERIORS.get(self.posterior)
+        estimator = ESTIMATORS.get(self.estimator)
+        sigma_mode = SIGMA_MODES.get(self.sigma_mode)
+        if estimator.needs_rsample and not posterior.has_rsample:
             raise ConfigError(
-                "model.estimator: binary codes cannot be reparameterised; use 'exact' "
-                "(≤ 16 bits) or a discrete-latent estimator"
+                f"model.estimator: '{self.posterior}' codes cannot be reparameterised; use "
+                "'exact' (≤ 16 bits) or a discrete-latent estimator (arm, disarm, reinforce, "
+                "gumbel-st)"
             )
-        if self.sigma_mode == "learned-beta" and self.conditioning is None:
+        if estimator.discrete and not posterior.has_enumerate_support:
             raise ConfigError(
-                "model.sigma_mode: 'learned-beta' makes σ_x a function of β; "
+                f"model.estimator: '{self.estimator}' is for discrete codes but the "
+                f"'{self.posterior}' posterior is continuous; use 'reparameterization'"
+            )
+        if sigma_mode.needs_condition and self.conditioning is None:
+            raise ConfigError(
+                f"model.sigma_mode: '{self.sigma_mode}' makes σ_x a function of β; "
                 "it needs model.conditioning (film or gate)"
+            )
+        if (
+            sigma_mode.shared_over_batch
+            and self.conditioning is not None
+            and PER_EXAMPLE[self.beta_sampling]
+        ):
+            raise ConfigError(
+                f"model.sigma_mode: '{self.sigma_mode}' fits one σ_x to the whole batch, so "
+                "it needs one β per batch; set model.beta_sampling = 'minibatch' or use "
+                "sigma_mode = 'optimal-image'"
             )
 
 
@@ -116,6 +142,9 @@ class TrainConfig:
     epochs: int = at_least(1, default=10)
     batch_size: int = at_least(1, default=128)
     lr: float = at_least(0.0, strict=True, default=1e-3)
+    optimizer: str = one_of(("adam", "sgd"), default="adam")
+    momentum: float = at_least(0.0, default=0.0)  # sgd only
+    lr_schedule: str = one_of(("constant", "linear"), default="constant")  # linear: → 0 at end
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = at_least(0.0, default=0.0)
     grad_clip: float | None = at_least(0.0, strict=True, default=None)  # max gradient norm

@@ -6,6 +6,7 @@ that fill them (those register themselves when ``vaelab`` is imported).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -22,10 +23,15 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: enter `obj` under `name`; a class or function is told its name
+        (`obj.registered_name`, what reports print)."""
+
         def add(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            if isinstance(obj, (type, types.FunctionType)):
+                obj.registered_name = name
             return obj
 
         return add

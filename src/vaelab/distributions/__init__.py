@@ -1,5 +1,6 @@
 """Distribution objects: decoders' likelihoods, posteriors, priors and their KL."""
 
+from .base import Likelihood, Posterior, Prior
 from .bernoulli import BernoulliLikelihood
 from .bernoulli_latent import FactorisedBernoulli, UniformBernoulli, all_binary_codes
 from .gaussian import GaussianLikelihood, soft_lower_bound
@@ -13,7 +14,10 @@ __all__ = [
     "DiagonalGaussian",
     "FactorisedBernoulli",
     "GaussianLikelihood",
+    "Likelihood",
     "MultinomialLikelihood",
+    "Posterior",
+    "Prior",
     "Reconstruction",
     "StandardNormal",
     "UniformBernoulli",

@@ -32,7 +32,8 @@ class Likelihood(nn.Module):
       and saved with the weights — so that p(x|z) is a density of x given z alone;
     - `needs_condition`: forward needs ℓ (standardised log β) of a β-conditional model;
     - `family`: the exponential family of p(x|z) (`natural_parameters` is then defined), or
-      None.
+      None;
+    - `can_sample`: `sample` needs nothing but the decoder output.
 
     Construction: `from_config(data_shape, model_config)` reads only the fields named in the
     class's `config_fields` (constructor argument → `ModelConfig` field).
@@ -42,6 +43,7 @@ class Likelihood(nn.Module):
     batch_dependent: ClassVar[bool] = False
     needs_condition: ClassVar[bool] = False
     family: ClassVar[ExponentialFamily | None] = None
+    can_sample: ClassVar[bool] = True
     config_fields: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, data_shape: tuple[int, ...]):
@@ -95,8 +97,8 @@ class Likelihood(nn.Module):
         return self(x, expanded, condition, weights)
 
     def sample(self, output: Tensor, condition: Tensor | None = None) -> Tensor:
-        """x ~ p(x|z) [..., *data] (in evaluation mode for a batch-dependent σ)."""
-        raise NotImplementedError
+        """x ~ p(x|z) [..., *data] (a batch-dependent σ is taken frozen); where `can_sample`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sample from the output alone")
 
     def natural_parameters(self, output: Tensor, condition: Tensor | None = None) -> Tensor:
         """η = f(z) [..., dim ν] with p(x|z) = h(x) exp(⟨ν(x), η⟩ − A(η)) (exponential families

@@ -14,20 +14,29 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..registry import POSTERIORS, PRIORS
+from .base import Posterior, Prior
+
+MAX_ENUMERABLE_BITS = 16
 
 
 def all_binary_codes(n_bits: int, device: torch.device | str = "cpu") -> Tensor:
     """Every code of `n_bits` bits as float rows [2^n, n], in binary counting order."""
-    if n_bits > 16:
-        raise ValueError(f"{n_bits} bits: 2^{n_bits} states are too many to enumerate (max 16)")
+    if n_bits > MAX_ENUMERABLE_BITS:
+        raise ValueError(
+            f"{n_bits} bits: 2^{n_bits} states are too many to enumerate "
+            f"(max {MAX_ENUMERABLE_BITS})"
+        )
     index = torch.arange(2**n_bits, device=device)
     powers = 2 ** torch.arange(n_bits - 1, -1, -1, device=device)
     return ((index[:, None] // powers) % 2).float()
 
 
 @POSTERIORS.register("bernoulli")
-class FactorisedBernoulli:
+class FactorisedBernoulli(Posterior):
     """Π_j Bern(z_j; σ(ℓ_j)) over the last dimension; batch shape is everything before."""
+
+    has_enumerate_support = True
+    continuous = False
 
     def __init__(self, logits: Tensor):
         self.logits = logits
@@ -45,8 +54,24 @@ class FactorisedBernoulli:
         return torch.sigmoid(self.logits)
 
     @property
+    def params(self) -> Tensor:
+        return self.logits
+
+    @property
     def mean(self) -> Tensor:
         return self.probs
+
+    @property
+    def variance(self) -> Tensor:
+        return self.probs * torch.sigmoid(-self.logits)
+
+    @property
+    def enumerable(self) -> bool:
+        return self.logits.shape[-1] <= MAX_ENUMERABLE_BITS
+
+    def enumerate_support(self) -> Tensor:
+        """All 2^L codes [2^L, L] in binary counting order."""
+        return all_binary_codes(self.logits.shape[-1], device=self.logits.device)
 
     def sample(self, samples: int = 1) -> Tensor:
         """Codes z ∈ {0, 1}^L, shape [samples, *batch, L] (not differentiable)."""
@@ -55,8 +80,9 @@ class FactorisedBernoulli:
         )
         return (u < self.probs).to(self.logits.dtype)
 
-    # exponential-family form
-    sufficient_statistics = staticmethod(lambda z: z)  # ψ(z) = z
+    def sufficient_statistics(self, z: Tensor) -> Tensor:
+        """ψ(z) = z."""
+        return z
 
     @property
     def natural_parameters(self) -> Tensor:
@@ -75,11 +101,10 @@ class FactorisedBernoulli:
 
 
 @PRIORS.register("uniform-bernoulli")
-class UniformBernoulli:
+class UniformBernoulli(Prior):
     """p(z) = 2^−L on {0, 1}^L."""
 
-    def __init__(self, latent_dim: int):
-        self.latent_dim = latent_dim
+    continuous = False
 
     def sample(self, n: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.randint(0, 2, (n, self.latent_dim), device=device).float()

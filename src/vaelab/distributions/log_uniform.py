@@ -8,6 +8,10 @@ import torch
 from torch import Tensor
 
 
+# model.beta_sampling → whether each example draws its own β
+PER_EXAMPLE = {"minibatch": False, "example": True}
+
+
 class LogUniformBeta:
     """log β ~ U[log low, log high], drawn per example (YOTO) or once per minibatch (MR-VAE).
 

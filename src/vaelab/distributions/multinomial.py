@@ -11,11 +11,14 @@ They differ by a constant per document, so they give the same gradients.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..registry import LIKELIHOODS
+from .base import Likelihood
 from .exponential_family import MultinomialEF
 from .reconstruction import Reconstruction
 
@@ -35,14 +38,16 @@ def convention_offset(x: Tensor, convention: str) -> Tensor:
 
 
 @LIKELIHOODS.register("multinomial")
-class MultinomialLikelihood(nn.Module):
-    """Word counts x [B, V] given decoder logits [S, B, V]."""
+class MultinomialLikelihood(Likelihood):
+    """Word counts x [B, V] given decoder logits [S, B, V]. A document's length n is part of
+    the data, so there is no `sample` without it (`can_sample` is False)."""
 
-    outputs_per_dim = 1
     family = MultinomialEF()
+    can_sample = False
+    config_fields = {"convention": "multinomial_convention"}
 
-    def __init__(self, data_shape: tuple[int, ...], convention: str = "saturated", **unused):
-        super().__init__()
+    def __init__(self, data_shape: tuple[int, ...], convention: str = "saturated"):
+        super().__init__(data_shape)
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown convention {convention!r}; one of {CONVENTIONS}")
         self.convention = convention
@@ -51,19 +56,20 @@ class MultinomialLikelihood(nn.Module):
         """The word probabilities π = softmax(ℓ)."""
         return torch.softmax(output, dim=-1)
 
-    def natural_parameters(self, output: Tensor, x: Tensor | None = None, condition=None) -> Tensor:
+    def natural_parameters(self, output: Tensor, condition: Tensor | None = None) -> Tensor:
         return output
 
-    def pairwise(
-        self, x: Tensor, output: Tensor, condition: Tensor | None = None
-    ) -> Reconstruction:
+    def pairwise(self, x, output, condition=None, weights=None) -> Reconstruction:
         """Terms for every (code k, document b) pair from outputs [K, V] and x [B, V], by one
         matrix product instead of a [K, B, V] tensor: −Σ_v x_bv log π_kv = −(log π xᵀ)_kb."""
         nll = -(F.log_softmax(output, dim=-1) @ x.T) + convention_offset(x, self.convention)
-        return Reconstruction(nll, torch.zeros_like(nll))
+        return Reconstruction(nll, torch.zeros_like(nll), weights=weights)
 
-    def forward(self, x: Tensor, output: Tensor, condition: Tensor | None = None) -> Reconstruction:
+    def forward(self, x, output, condition=None, weights=None) -> Reconstruction:
         log_pi = F.log_softmax(output, dim=-1)
         nll = -(x * log_pi).sum(-1) + convention_offset(x, self.convention)
         # a squared error of word frequencies means little and costs a pass over S·B·V: not kept
-        return Reconstruction(nll, torch.zeros_like(nll))
+        return Reconstruction(nll, torch.zeros_like(nll), weights=weights)
+
+    def describe(self) -> dict[str, Any]:
+        return {"likelihood": self.registered_name, "nll_convention": self.convention}

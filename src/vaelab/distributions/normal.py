@@ -5,14 +5,13 @@ All log-densities are per example, summed over latent dimensions, in nats.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from ..registry import POSTERIORS, PRIORS
+from .base import Posterior, Prior
+from .exponential_family import LOG_2PI
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def gaussian_log_density(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
@@ -21,12 +20,26 @@ def gaussian_log_density(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
 
 
 @POSTERIORS.register("diagonal-gaussian")
-class DiagonalGaussian:
+class DiagonalGaussian(Posterior):
     """N(mean, diag exp(log_var)) over the last dimension; batch shape is everything before."""
 
+    has_rsample = True
+
     def __init__(self, mean: Tensor, log_var: Tensor):
-        self.mean = mean
+        self._mean = mean
         self.log_var = log_var
+
+    @property
+    def mean(self) -> Tensor:
+        return self._mean
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.exp(self.log_var)
+
+    @property
+    def params(self) -> Tensor:
+        return torch.cat([self._mean, self.log_var], dim=-1)
 
     @staticmethod
     def param_size(latent_dim: int) -> int:
@@ -49,11 +62,16 @@ class DiagonalGaussian:
         )
         return self.mean + self.std * eps
 
+    def sample(self, samples: int = 1) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(samples)
+
     def log_prob(self, z: Tensor) -> Tensor:
         return gaussian_log_density(z, self.mean, self.log_var).sum(-1)
 
-    # exponential-family form: ψ(z) = (z, z²), η = (μ/σ², −1/(2σ²))
-    sufficient_statistics = staticmethod(lambda z: torch.cat([z, z * z], dim=-1))
+    def sufficient_statistics(self, z: Tensor) -> Tensor:
+        """ψ(z) = (z, z²) of the exponential-family form, η = (μ/σ², −1/(2σ²))."""
+        return torch.cat([z, z * z], dim=-1)
 
     @property
     def natural_parameters(self) -> Tensor:
@@ -65,11 +83,10 @@ class DiagonalGaussian:
 
 
 @PRIORS.register("standard-normal")
-class StandardNormal:
+class StandardNormal(Prior):
     """p(z) = N(0, I) in `latent_dim` dimensions."""
 
-    def __init__(self, latent_dim: int):
-        self.latent_dim = latent_dim
+    has_rsample = True
 
     def sample(self, n: int, device: torch.device | str = "cpu") -> Tensor:
         return torch.randn(n, self.latent_dim, device=device)
@@ -77,3 +94,6 @@ class StandardNormal:
     def log_prob(self, z: Tensor) -> Tensor:
         zero = torch.zeros((), dtype=z.dtype, device=z.device)
         return gaussian_log_density(z, zero, zero).sum(-1)
+
+    def grad_log_prob(self, z: Tensor) -> Tensor:
+        return -z

@@ -14,12 +14,18 @@ class Reconstruction:
     nll_samples: Tensor  # −log p(x|z) summed over data dimensions, nats
     mse_samples: Tensor  # squared error of the decoder mean, averaged over data dimensions
     sigma: Tensor | None = None  # σ_x (mean over its entries), detached; None if not Gaussian
+    weights: Tensor | None = None  # q(z_s|x) [S, B] of enumerated codes; None: samples (1/S)
+
+    def _expected(self, per_code: Tensor) -> Tensor:
+        if self.weights is None:
+            return per_code.mean(0)
+        return (self.weights * per_code).sum(0)
 
     @property
     def nll(self) -> Tensor:
-        """[B]: the Monte-Carlo estimate of the distortion E_q[−log p(x|z)]."""
-        return self.nll_samples.mean(0)
+        """[B]: E_q[−log p(x|z)] — the Monte-Carlo mean, or exact over enumerated codes."""
+        return self._expected(self.nll_samples)
 
     @property
     def mse(self) -> Tensor:
-        return self.mse_samples.mean(0)
+        return self._expected(self.mse_samples)

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..distributions import kl_divergence
 from ..errors import ConfigError
-from ..registry import ESTIMATORS
+from .base import estimator
 from .terms import LossTerms
 
 TEMPERATURE = 1.0  # τ of the Gumbel-sigmoid relaxation in `gumbel-st` (read at call time)
@@ -87,19 +87,19 @@ def _disarm_weight(u, b, b_anti, logits, delta):
     return 0.5 * delta * sign * (b != b_anti).to(u.dtype) * torch.sigmoid(logits.abs())
 
 
-@ESTIMATORS.register("arm")
+@estimator("arm", discrete=True)
 def arm(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms:
     """ARM (Yin & Zhou 2019): unbiased, S antithetic pairs per example."""
     return _pair_terms(model, x, beta, condition, _arm_weight)
 
 
-@ESTIMATORS.register("disarm")
+@estimator("disarm", discrete=True)
 def disarm(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms:
     """DisARM (Dong, Mnih & Tucker 2020): unbiased, variance ≤ ARM's, S pairs per example."""
     return _pair_terms(model, x, beta, condition, _disarm_weight)
 
 
-@ESTIMATORS.register("reinforce")
+@estimator("reinforce", discrete=True)
 def reinforce(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms:
     """REINFORCE with the leave-one-out baseline (RLOO, Kool et al. 2019), S ≥ 2 samples."""
     samples = model.samples
@@ -132,7 +132,7 @@ def relaxed_straight_through(logits: Tensor, samples: int, temperature: float) -
     return hard + (soft - soft.detach())  # value exactly `hard`
 
 
-@ESTIMATORS.register("gumbel-st")
+@estimator("gumbel-st", discrete=True)
 def gumbel_straight_through(
     model, x: Tensor, beta: Tensor, condition: Tensor | None, temperature: float | None = None
 ) -> LossTerms:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..distributions import kl_divergence
-from ..registry import ESTIMATORS
+from .base import estimator
 from .terms import LossTerms
 
 
-@ESTIMATORS.register("reparameterization")
+@estimator("reparameterization", discrete=False, needs_rsample=True)
 def reparameterization(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms:
     """D ≈ mean over S samples of −log p(x|z), R = analytic KL(q ‖ p)."""
     q = model.encode(x, condition)

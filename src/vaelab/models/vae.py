@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..distributions.log_uniform import LogUniformBeta
+from ..distributions.log_uniform import PER_EXAMPLE, LogUniformBeta
 from ..estimators import LossTerms
 from ..estimators.reparameterization import reparameterization
 from ..registry import CONDITIONING, ESTIMATORS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
@@ -101,13 +101,7 @@ class VAE(nn.Module):
 def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
     """Assemble a VAE from the registered parts named in `cfg`."""
     posterior = POSTERIORS.get(cfg.posterior)
-    likelihood = LIKELIHOODS.get(cfg.likelihood)(
-        data_shape,
-        sigma_mode=cfg.sigma_mode,
-        sigma=cfg.sigma,
-        log_sigma_min=cfg.log_sigma_min,
-        convention=cfg.multinomial_convention,
-    )
+    likelihood = LIKELIHOODS.get(cfg.likelihood).from_config(data_shape, cfg)
     encoder, decoder = NETWORKS.get(cfg.network)(
         data_shape=tuple(data_shape),
         encoder_outputs=posterior.param_size(cfg.latent_dim),
@@ -122,7 +116,7 @@ def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
         encoder.add_conditioning(modulator)
         decoder.add_conditioning(modulator)
         low, high = cfg.beta_range
-        beta_prior = LogUniformBeta(low, high, per_example=cfg.beta_sampling == "example")
+        beta_prior = LogUniformBeta(low, high, per_example=PER_EXAMPLE[cfg.beta_sampling])
     prior = PRIORS.get(cfg.prior)(cfg.latent_dim)
     return VAE(
         encoder,

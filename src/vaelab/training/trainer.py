@@ -59,6 +59,20 @@ class TrainState:
     last_test: dict[str, float] = field(default_factory=dict)
 
 
+OPTIMIZERS = {  # train.optimizer → torch optimiser
+    "adam": lambda params, cfg: torch.optim.Adam(
+        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+    ),
+    "sgd": lambda params, cfg: torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    ),
+}
+LR_SCHEDULES = {  # train.lr_schedule → factor on lr at progress t = step / total steps
+    "constant": lambda t: 1.0,
+    "linear": lambda t: 1.0 - t,  # to zero at the end (Tieleman 2008, for PCD)
+}
+
+
 def gradient_norm(params: list[nn.Parameter]) -> torch.Tensor:
     """Euclidean norm of all gradients together."""
     norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
@@ -88,12 +102,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_data = train_data.to(self.device)
         self.evaluate = evaluate
-        self.optimizer = torch.optim.Adam(
-            model.parameters(),
-            lr=cfg.lr,
-            betas=tuple(cfg.adam_betas),
-            weight_decay=cfg.weight_decay,
-        )
+        self.optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         self.sampler = DistributedSampler(
             range(len(train_data)),
             num_replicas=self.placement.world_size,
@@ -239,6 +248,9 @@ class Trainer:
         sums = terms.sums()
         if not torch.isfinite(loss) or (grad_norm is not None and not torch.isfinite(grad_norm)):
             self._diverged(sums, grad_norm)
+        factor = LR_SCHEDULES[self.cfg.lr_schedule](self.state.step / self.total_steps)
+        for group in self.optimizer.param_groups:  # a function of the step: resumes exactly
+            group["lr"] = self.cfg.lr * factor
         self.optimizer.step()
         return sums, len(terms.loss), grad_norm
 
