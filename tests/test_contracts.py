@@ -17,7 +17,11 @@ def data_for(name: str, shape: tuple[int, ...]) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     if name == "multinomial":
         return torch.randint(0, 4, (B, *shape), generator=g).float()
-    return torch.rand(B, *shape, generator=g).round() if name == "bernoulli" else torch.rand(B, *shape, generator=g)
+    return (
+        torch.rand(B, *shape, generator=g).round()
+        if name == "bernoulli"
+        else torch.rand(B, *shape, generator=g)
+    )
 
 
 def likelihood_cases() -> list:
@@ -104,7 +108,9 @@ def test_prior_contract(name):
 
 @pytest.mark.parametrize("posterior", POSTERIORS.names())
 def test_every_posterior_has_a_kl_to_some_prior(posterior):
-    q = POSTERIORS.get(posterior).from_params(torch.randn(B, POSTERIORS.get(posterior).param_size(LATENT)))
+    q = POSTERIORS.get(posterior).from_params(
+        torch.randn(B, POSTERIORS.get(posterior).param_size(LATENT))
+    )
     rates = []
     for prior in PRIORS.names():
         try:

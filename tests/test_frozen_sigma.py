@@ -70,8 +70,12 @@ def trained_optimal_run(tmp_path, sigma_mode="optimal-shared"):
     cfg = Config(
         data=DataConfig(name="digits", train_limit=400, test_limit=150),
         model=ModelConfig(
-            latent_dim=4, hidden=[32], sigma_mode=sigma_mode, posterior="bernoulli",
-            prior="uniform-bernoulli", estimator="exact",
+            latent_dim=4,
+            hidden=[32],
+            sigma_mode=sigma_mode,
+            posterior="bernoulli",
+            prior="uniform-bernoulli",
+            estimator="exact",
         ),  # fmt: skip
         train=TrainConfig(epochs=3, batch_size=50, progress=False, device="cpu"),
     )

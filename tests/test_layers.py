@@ -44,8 +44,7 @@ def imported_modules(source: str, package: tuple[str, ...]) -> list[tuple[int, s
 
 def test_every_module_is_in_a_layer():
     missing = sorted(
-        {top_level(p) for p in PACKAGE.rglob("*.py")}
-        - {name for layer in LAYERS for name in layer}
+        {top_level(p) for p in PACKAGE.rglob("*.py")} - {name for layer in LAYERS for name in layer}
     )
     assert not missing, f"add these to vaelab/layers.py: {missing}"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import checkpoint_metadata, load_checkpoint, load_model_weights
 from .config import Config, from_dict
 from .data import ImageData, load_data
 from .evaluation import evaluate
@@ -21,9 +22,7 @@ from .evaluation.figures import save_image_grid, save_reconstructions
 from .files import atomic_write_text, write_json
 from .models import VAE, build_vae
 from .report import markdown_table
-from .checkpoint import load_checkpoint
 from .training import CHECKPOINT, Trainer, distributed
-from .checkpoint import checkpoint_metadata, load_model_weights
 from .training.trainer import TrainState
 
 
@@ -109,8 +108,8 @@ def write_run_report(
     metrics = metrics or evaluate(model, data)
     write_json(run.run_dir / "eval.json", metrics)
     figures = []
+    device = next(model.parameters()).device
     if isinstance(data, ImageData):
-        device = next(model.parameters()).device
         x = data.batch(slice(0, n_images)).to(device)
         save_reconstructions(run.run_dir / "reconstructions.png", x, model.reconstruct(x))
         with torch.random.fork_rng():
@@ -123,15 +122,18 @@ def write_run_report(
             "![samples](samples.png)\n",
         ]
     m = run.config.model
-    convention = {
-        "gaussian": f" with σ_x mode `{m.sigma_mode}`",
-        "multinomial": f" (NLL convention `{m.multinomial_convention}`)",
-    }.get(m.likelihood, "")
+    decoder = model.likelihood.describe(model.condition(1, None, device)[1])
+    settings = ", ".join(
+        f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in decoder.items()
+        if k != "likelihood" and v is not None
+    )
     lines = [
         f"# vaelab run `{run.run_dir.name}`\n",
         f"Data: {run.config.data.name} ({len(data)} test examples, shape {list(data.shape)}). "
-        f"Model: {m.network} encoder/decoder, {m.latent_dim} latents, {m.likelihood} decoder"
-        f"{convention}, β = {m.beta:g} on the rate only.\n",
+        f"Model: {m.network} encoder/decoder, {m.latent_dim} latents, {decoder['likelihood']} "
+        f"decoder ({settings or 'no settings'}), β = {m.beta:g} on the rate only. Test terms "
+        "use σ_x as it is at evaluation (frozen from training where it is fitted to batches).\n",
         f"Trained {run.state.step if run.state else '?'} steps.\n",
         "## Test set (per example, nats)\n",
         markdown_table(["term", "value"], [[k, v] for k, v in metrics.items()]),

@@ -105,8 +105,10 @@ class Likelihood(nn.Module):
         only; a batch-dependent σ is taken frozen)."""
         raise NotImplementedError(f"{type(self).__name__} is not an exponential family")
 
-    def describe(self) -> dict[str, Any]:
-        """What reports print: the registered name and the settings that change meaning."""
+    def describe(self, condition: Tensor | None = None) -> dict[str, Any]:
+        """What reports print (JSON-able): the registered name under "likelihood" and the
+        settings that change what a number means, at ℓ = `condition` for a β-conditional
+        model."""
         raise NotImplementedError
 
 

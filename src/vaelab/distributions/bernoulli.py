@@ -44,5 +44,5 @@ class BernoulliLikelihood(Likelihood):
         sq_err = (x - torch.sigmoid(output)) ** 2
         return Reconstruction(nll.flatten(2).sum(-1), sq_err.flatten(2).mean(-1), weights=weights)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, condition: Tensor | None = None) -> dict[str, Any]:
         return {"likelihood": self.registered_name}

@@ -7,7 +7,6 @@ import math
 import torch
 from torch import Tensor
 
-
 # model.beta_sampling → whether each example draws its own β
 PER_EXAMPLE = {"minibatch": False, "example": True}
 

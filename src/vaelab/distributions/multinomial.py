@@ -71,5 +71,5 @@ class MultinomialLikelihood(Likelihood):
         # a squared error of word frequencies means little and costs a pass over S·B·V: not kept
         return Reconstruction(nll, torch.zeros_like(nll), weights=weights)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, condition: Tensor | None = None) -> dict[str, Any]:
         return {"likelihood": self.registered_name, "nll_convention": self.convention}

@@ -13,7 +13,6 @@ from .base import Posterior, Prior
 from .exponential_family import LOG_2PI
 
 
-
 def gaussian_log_density(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     """Elementwise log N(z; mean, exp(log_var)) — the one place this formula is written."""
     return -0.5 * (LOG_2PI + log_var + (z - mean) ** 2 * torch.exp(-log_var))

@@ -31,10 +31,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from ..config import Config, TrainConfig
-from ..errors import ConfigError, TrainingDiverged
-from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
-from . import distributed
 from ..checkpoint import (
     load_checkpoint,
     load_model_weights,
@@ -42,6 +38,10 @@ from ..checkpoint import (
     optimizer_to_flat,
     save_checkpoint,
 )
+from ..config import Config, TrainConfig
+from ..errors import ConfigError, TrainingDiverged
+from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
+from . import distributed
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
