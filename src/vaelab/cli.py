@@ -47,13 +47,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .runs import load_run, write_run_report
+def _existing_run(args: argparse.Namespace):
+    """The trained run named by `args.run_dir`, on `args.device`."""
+    from .runs import load_run
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise VaelabError(f"run directory {str(run_dir)!r} does not exist")
-    run = load_run(run_dir, device=args.device)
+    return load_run(run_dir, device=args.device)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runs import write_run_report
+
+    run = _existing_run(args)
+    run_dir = run.run_dir
     _print_metrics(write_run_report(run))
     print(f"wrote {run_dir / 'eval.json'}, report.md and figures")
     if args.loglik:
@@ -103,12 +111,9 @@ def cmd_rd(args: argparse.Namespace) -> int:
 def cmd_consistency(args: argparse.Namespace) -> int:
     from .evaluation.consistency import consistency
     from .files import write_json
-    from .runs import load_run
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise VaelabError(f"run directory {str(run_dir)!r} does not exist")
-    run = load_run(run_dir, device=args.device)
+    run = _existing_run(args)
+    run_dir = run.run_dir
     result = consistency(run.model, run.test_data.batch(slice(0, args.examples)))
     write_json(run_dir / "consistency.json", result)
     for key, value in result.items():
