@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from vaelab.config import ModelConfig
+from vaelab.data.ground_truth import DSpritesGroundTruth, SyntheticGroundTruth
 from vaelab.evaluation.disentanglement import (
-    DSpritesGroundTruth,
-    SyntheticGroundTruth,
     beta_vae_score,
     dci,
     dci_from_importance,

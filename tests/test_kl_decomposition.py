@@ -1,5 +1,5 @@
 """The rate split into index-code MI, total correlation and dimension-wise KL, and active units,
-on encoders built to have a known answer."""
+on encoders built to have a known answer; encoding a data set in batches."""
 
 import math
 
@@ -10,7 +10,14 @@ from torch import nn
 
 from vaelab.config import ModelConfig
 from vaelab.data.base import ImageData
-from vaelab.distributions import DiagonalGaussian, StandardNormal
+from vaelab.distributions import (
+    DiagonalGaussian,
+    FactorisedBernoulli,
+    StandardNormal,
+    UniformBernoulli,
+)
+from vaelab.errors import VaelabError
+from vaelab.evaluation.encoding import encode_data
 from vaelab.evaluation.kl_decomposition import (
     active_units,
     decompose_posteriors,
@@ -150,6 +157,33 @@ def test_decompose_posteriors_rejects_bad_input():
     with pytest.raises(Exception, match=r"\[n, L\]"):
         decompose_posteriors(torch.zeros(4, 2), torch.zeros(4, 3))
     model = model_of(lambda x: x, [0.0, 0.0])
-    model.prior = object()
-    with pytest.raises(Exception, match="standard-normal"):
+    model.prior = UniformBernoulli(2)
+    with pytest.raises(VaelabError, match="standard-normal"):
         kl_decomposition(model, torch.zeros(4, 2))
+    model = model_of(lambda x: x, [0.0, 0.0])
+    model.posterior = FactorisedBernoulli  # its mean and variance are not those of a Gaussian
+    with pytest.raises(VaelabError, match="diagonal-Gaussian posterior"):
+        kl_decomposition(model, torch.zeros(4, 2))
+
+
+def test_encode_data_joins_batches_into_one_posterior_at_a_beta():
+    torch.manual_seed(0)
+    cfg = ModelConfig(network="mlp", hidden=[16], latent_dim=3, conditioning="film")
+    model = build_vae(cfg, (1, 8, 8))
+    for conditioner in (p for n, p in model.named_parameters() if "conditioner" in n):
+        nn.init.normal_(conditioner, std=0.5)
+    x = torch.rand(30, 1, 8, 8)
+    model.train()
+    q = encode_data(model, ImageData("toy", x), beta=4.0, batch_size=7)
+    assert not model.training and q.mean.shape == q.variance.shape == (30, 3)
+    with torch.no_grad():
+        _, cond = model.condition(len(x), 4.0, "cpu")
+        whole = model.encode(x, cond)
+    torch.testing.assert_close(q.mean, whole.mean)
+    torch.testing.assert_close(q.variance, whole.variance)
+    for inputs in (x, x.numpy()):
+        first = encode_data(model, inputs, beta=4.0, limit=12)
+        torch.testing.assert_close(first.mean, whole.mean[:12])
+    assert not torch.allclose(encode_data(model, x, beta=0.1).mean, q.mean)
+    with pytest.raises(VaelabError, match="no examples"):
+        encode_data(model, x[:0])

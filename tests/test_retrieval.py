@@ -1,9 +1,13 @@
-"""Precision@k by Hamming distance against known values."""
+"""Precision@k by Hamming distance against known values; binary codes of a Bernoulli-latent
+VAE."""
 
 import pytest
 import torch
 
-from vaelab.evaluation.retrieval import precision_at_k
+from vaelab.config import ModelConfig
+from vaelab.data import ImageData
+from vaelab.evaluation.retrieval import binary_codes, precision_at_k
+from vaelab.models import build_vae
 
 
 def test_label_revealing_codes_give_precision_one_and_random_codes_chance():
@@ -41,3 +45,20 @@ def test_precision_counts_exactly_on_a_hand_made_example():
     assert precision_at_k(query, torch.tensor([0]), db, db_labels, k=2) == 1.0
     assert precision_at_k(query, torch.tensor([0]), db, db_labels, k=3) == pytest.approx(2 / 3)
     assert precision_at_k(query, torch.tensor([1]), db, db_labels, k=4) == 0.5
+
+
+def test_binary_codes_are_the_posterior_modes_in_any_batch_size():
+    cfg = ModelConfig(
+        latent_dim=12, hidden=[16], posterior="bernoulli", prior="uniform-bernoulli",
+        estimator="exact", likelihood="bernoulli",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_vae(cfg, (1, 4, 4))
+    data = ImageData("toy", torch.rand(50, 1, 4, 4))
+    codes = binary_codes(model, data, batch_size=7)
+    with torch.no_grad():
+        expected = model.encode(data.images).mean > 0.5
+    assert codes.dtype == torch.bool and codes.shape == (50, 12)
+    assert torch.equal(codes, expected)
+    assert torch.equal(binary_codes(model, data), codes)
+    assert 0.2 < codes.float().mean() < 0.8  # not a constant code

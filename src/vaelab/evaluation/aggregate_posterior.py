@@ -14,26 +14,18 @@ import torch
 from torch import Tensor
 
 from ..data.base import ImageData
-from ..distributions import gaussian_log_density
+from ..distributions import DiagonalGaussian, StandardNormal, gaussian_log_density, kl_divergence
 from ..models import VAE
+from .encoding import encode_data
 from .figures import save_figure
 
 
-@torch.no_grad()
 def posterior_moments(
     model: VAE, data: ImageData, beta: float | None = None, batch_size: int = 500
-):
+) -> tuple[Tensor, Tensor]:
     """Encoder means and log-variances [N, L] over `data` (at β for a conditional model)."""
-    model.eval()
-    device = next(model.parameters()).device
-    means, log_vars = [], []
-    for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size)).to(device)
-        _, cond = model.condition(len(x), beta, device)
-        q = model.encode(x, cond)
-        means.append(q.mean.cpu())
-        log_vars.append(q.log_var.cpu())
-    return torch.cat(means), torch.cat(log_vars)
+    q = encode_data(model, data, beta, batch_size)
+    return q.mean, q.variance.log()
 
 
 def aggregate_density(mean: Tensor, log_var: Tensor, grid: Tensor) -> Tensor:
@@ -43,8 +35,10 @@ def aggregate_density(mean: Tensor, log_var: Tensor, grid: Tensor) -> Tensor:
 
 
 def most_active_channels(log_var: Tensor, mean: Tensor, k: int) -> list[int]:
-    """The k channels with the largest mean KL to N(0, 1) (the most informative ones)."""
-    kl = 0.5 * (mean**2 + log_var.exp() - log_var - 1).mean(0)
+    """The k channels with the largest mean KL(q(z_j|x) ‖ N(0, 1)) over the examples (the most
+    informative ones)."""
+    channels = DiagonalGaussian(mean[..., None], log_var[..., None])  # one latent per channel
+    kl = kl_divergence(channels, StandardNormal(1)).mean(0)
     return kl.argsort(descending=True)[:k].tolist()
 
 

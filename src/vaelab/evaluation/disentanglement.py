@@ -14,21 +14,19 @@ representations"; its metric gin configs give the defaults below):
 - `dci` (Eastwood & Williams 2018): 10,000 train / 5,000 test points,
   `GradientBoostingClassifier()` (100 trees of depth 3) per factor.
 
-Each takes a ground-truth data set (a `GroundTruthData`: factors on a finite grid, sampled
-uniformly and independently, and an observation for any factor row), a representation
-function (observations → codes [n, L] as numpy; `encoder_mean_representation` builds one
-from a VAE's encoder mean) and an explicit random state (a numpy Generator or a seed); the
-same seed gives the same score. Each returns a dict of floats, with the key names of
-disentanglement_lib (`eval_accuracy`, `discrete_mig`, `SAP_score`, `disentanglement`, …).
+Each is a plain function of a ground-truth data set (a `data.ground_truth.GroundTruthData`:
+factors on a finite grid, sampled uniformly and independently, and an observation for any
+factor row), a representation function (observations → codes [n, L] as numpy;
+`encoder_mean_representation` builds one from a VAE's encoder mean) and an explicit random
+state (a numpy Generator or a seed); the same seed gives the same score. Each returns a dict
+of floats, with the key names of disentanglement_lib (`eval_accuracy`, `discrete_mig`,
+`SAP_score`, `disentanglement`, …).
 
-Cost of the defaults (the sample sizes can all be reduced by the caller, e.g. through
-`disentanglement_metrics(..., scale=0.1)`), measured on one core of this 2-core machine:
-BetaVAE encodes (10,000 + 5,000) × 2 × 64 = 1.92 M observations and FactorVAE
-10,000 + 15,000 × 64 = 0.97 M; rendering them (dSprites, ~60,000 images/s) takes 30 s and
-13 s, so the encoder dominates — the conv encoder of configs/dsprites.toml runs at ~1,600
-images/s, i.e. ~20 min for BetaVAE and ~10 min for FactorVAE. MIG and SAP take ~1 s beyond
-encoding their 10,000–15,000 points. DCI fits Σ_k |classes_k| × 100 depth-3 trees (dSprites:
-113 classes) on 10,000 × L codes: 1.5 min for L = 3, 5 min for L = 10 of noise.
+Cost of the defaults (all sample sizes can be reduced by the caller, e.g. through
+`disentanglement_metrics(..., scale=0.1)`): BetaVAE encodes (10,000 + 5,000) × 2 × 64 =
+1.92 M observations and FactorVAE 10,000 + 15,000 × 64 = 0.97 M, so the encoder dominates;
+MIG and SAP encode 10,000–15,000 points; DCI fits Σ_k |classes_k| × 100 depth-3 trees
+(dSprites: 113 classes) on 10,000 codes.
 
 Where this code differs from disentanglement_lib, on purpose:
 - observations are drawn in chunks of ~`SAMPLE_CHUNK` (the same distribution, another random
@@ -45,8 +43,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -56,8 +53,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 
-from ..data import dsprites
+from ..data.ground_truth import GroundTruthData
 from ..errors import DataError, VaelabError
+from .encoding import encode_data
 
 RandomState = np.random.Generator | int
 Representation = Callable[[np.ndarray], np.ndarray]
@@ -76,116 +74,11 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
-# --- ground-truth data ---------------------------------------------------------------------
-
-
-class GroundTruthData(ABC):
-    """Factors on a finite grid, each uniform and independent, and their observations.
-
-    Subclasses give `factor_sizes` and `sample_observations_from_factors`; factor rows are
-    int64 class indices [n, K] (class c of factor k is its c-th value).
-    """
-
-    factor_names: tuple[str, ...] = ()
-
-    @property
-    @abstractmethod
-    def factor_sizes(self) -> tuple[int, ...]: ...
-
-    @abstractmethod
-    def sample_observations_from_factors(
-        self, factors: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Observations (float32, first axis = example) of factor class rows [n, K]."""
-
-    @property
-    def num_factors(self) -> int:
-        return len(self.factor_sizes)
-
-    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n factor rows, every factor uniform over its classes, independently → int64 [n, K]."""
-        sizes = np.asarray(self.factor_sizes, dtype=np.int64)
-        return rng.integers(0, sizes, size=(n, len(sizes)), dtype=np.int64)
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(factors [n, K], observations) of n random points."""
-        factors = self.sample_factors(n, rng)
-        return factors, self.sample_observations_from_factors(factors, rng)
-
-    def sample_observations(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.sample(n, rng)[1]
-
-
-class DSpritesGroundTruth(GroundTruthData):
-    """dSprites (shape 3, scale 6, orientation 40, posX 32, posY 32; colour is constant and
-    left out, as in disentanglement_lib) as float32 images [n, 1, 64, 64] in {0, 1}.
-
-    Images are drawn by `dsprites.render`, which needs no cache and is fast (~40,000–60,000
-    images/s); `cached=True` reads the same pixels from the generated full data set
-    (`dsprites.images_at`, memory-mapped; generated on first use, ~10 s and 368 MiB).
-    """
-
-    factor_names = dsprites.FACTOR_NAMES
-
-    def __init__(self, cached: bool = False):
-        self.cached = cached
-
-    @property
-    def factor_sizes(self) -> tuple[int, ...]:
-        return dsprites.FACTOR_SIZES
-
-    def sample_observations_from_factors(
-        self, factors: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        draw = dsprites.images_at if self.cached else dsprites.render
-        images = draw(factors)
-        return images.astype(np.float32) * np.float32(1.0 / 255.0)
-
-
-class SyntheticGroundTruth(GroundTruthData):
-    """Small factor grids seen through a fixed invertible linear map — a data set for
-    checking the metrics themselves.
-
-    Observation of factor classes c [K]: x = A u [K] with u_k = c_k / (size_k − 1) ∈ [0, 1]
-    and A a random rotation fixed by `seed` (so observations are vectors [n, K], not images);
-    `unmix(x)` recovers the classes exactly (up to rounding), a perfect representation.
-    """
-
-    def __init__(
-        self,
-        factor_sizes: Sequence[int] = (3, 4, 5, 6),
-        seed: int = 0,
-        factor_names: Sequence[str] | None = None,
-    ):
-        sizes = tuple(int(s) for s in factor_sizes)
-        if len(sizes) < 1 or min(sizes) < 2:
-            raise VaelabError(f"synthetic ground truth: need factor sizes ≥ 2, got {sizes}")
-        self._sizes = sizes
-        self.factor_names = tuple(factor_names or (f"factor{k}" for k in range(len(sizes))))
-        q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(sizes),) * 2))
-        self.mixing = q * np.sign(np.diag(r))  # a uniformly random rotation
-
-    @property
-    def factor_sizes(self) -> tuple[int, ...]:
-        return self._sizes
-
-    def sample_observations_from_factors(
-        self, factors: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        u = np.asarray(factors, dtype=np.float64) / (np.asarray(self._sizes) - 1.0)
-        return (u @ self.mixing.T).astype(np.float32)
-
-    def unmix(self, observations: np.ndarray) -> np.ndarray:
-        """The factor classes (as floats) of observations [n, K]: A⁻¹ x scaled back."""
-        u = np.asarray(observations, dtype=np.float64) @ self.mixing  # A is orthogonal
-        return u * (np.asarray(self._sizes) - 1.0)
-
-
 # --- representations -----------------------------------------------------------------------
 
 
 def encoder_mean_representation(
-    model, beta: float | None = None, batch_size: int = 512, device=None
+    model, beta: float | None = None, batch_size: int = 512
 ) -> Representation:
     """The encoder mean E_q[z|x] of a VAE as a representation function: observations
     (numpy [n, C, H, W] in [0, 1]) → numpy float64 [n, L].
@@ -193,18 +86,10 @@ def encoder_mean_representation(
     For a β-conditional model the encoder is run at `beta` (default: the model's own β);
     for an unconditional model `beta` changes nothing. The model is put in eval mode.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
 
-    @torch.no_grad()
     def representation(observations: np.ndarray) -> np.ndarray:
-        model.eval()
-        x_all = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
-        out = []
-        for start in range(0, len(x_all), batch_size):
-            x = x_all[start : start + batch_size].to(device)
-            _, cond = model.condition(len(x), beta, device)
-            out.append(model.encode(x, cond).mean.double().cpu())
-        return torch.cat(out).numpy()
+        q = encode_data(model, np.asarray(observations), beta, batch_size)
+        return q.mean.double().numpy()
 
     return representation
 

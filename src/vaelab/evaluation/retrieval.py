@@ -11,17 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .encoding import encode_data
 
-@torch.no_grad()
+
 def binary_codes(model, data, batch_size: int = 1000) -> Tensor:
-    """1[q(z|x) > ½] for every document of `data`, bool [N, L]."""
-    model.eval()
-    device = next(model.parameters()).device
-    codes = []
-    for start in range(0, len(data), batch_size):
-        x = data.batch(slice(start, start + batch_size)).to(device)
-        codes.append((model.encode(x).logits > 0).cpu())
-    return torch.cat(codes)
+    """1[q(z_j = 1|x) > ½] for every document of `data`, bool [N, L]."""
+    return encode_data(model, data, batch_size=batch_size).mean > 0.5
 
 
 @torch.no_grad()
