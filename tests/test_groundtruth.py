@@ -1,12 +1,24 @@
-"""The groundtruth recipe end to end at toy scale (reads Fashion-MNIST from ../shared)."""
+"""The groundtruth recipe end to end at toy scale (reads Fashion-MNIST from ../shared), and
+its fits on fresh draws of the truth resuming inside a fit."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 from conftest import SHARED_DATA
 
 from vaelab.cli import main
+from vaelab.errors import ConfigError
+from vaelab.experiments.groundtruth import (
+    Generator,
+    GroundTruth,
+    GroundTruthConfig,
+    build_model,
+    fit_on_draws,
+    negative_elbo,
+)
 
 FASHION = SHARED_DATA / "fashion-mnist"
 
@@ -32,11 +44,13 @@ def test_groundtruth_recipe_writes_table_1(tmp_path):
     # resume: every finished stage is loaded, not retrained, and measures the same
     for path in [*tmp_path.glob("measure-*.json"), *tmp_path.glob("ais-*.json")]:
         path.unlink()
-    stages = sorted(tmp_path.glob("*.safetensors"))
-    assert [p.name for p in stages] == [
-        "elbo-encoder-only.safetensors", "elbo-fixed.safetensors",
-        "elbo-learned-shared.safetensors", "encoder.safetensors", "generator.safetensors",
+    stages = sorted(tmp_path.glob("**/*.safetensors"))
+    assert [str(p.relative_to(tmp_path)) for p in stages] == [
+        "elbo-encoder-only/checkpoint.safetensors", "elbo-fixed/checkpoint.safetensors",
+        "elbo-learned-shared/checkpoint.safetensors", "encoder/checkpoint.safetensors",
+        "generator.safetensors",
     ]  # fmt: skip
+    assert (tmp_path / "elbo-fixed" / "metrics.jsonl").is_file()  # each fit is a run
     mtimes = [p.stat().st_mtime_ns for p in stages]
     assert main(args) == 0
     assert [p.stat().st_mtime_ns for p in stages] == mtimes
@@ -44,3 +58,30 @@ def test_groundtruth_recipe_writes_table_1(tmp_path):
     for row, row_again in zip(results["rows"], again["rows"]):
         assert row_again.pop("experiment") == row.pop("experiment")
         assert row_again == pytest.approx(row, rel=1e-5)
+
+
+def tiny_truth_and_model(cfg: GroundTruthConfig):
+    torch.manual_seed(0)
+    generator = Generator(cfg.latent_dim)
+    return GroundTruth(generator, cfg.sigma, cfg.latent_dim), build_model(
+        cfg, generator, (1, 28, 28), "learned-shared"
+    )
+
+
+def test_a_fit_on_fresh_draws_resumes_inside_the_fit(tmp_path):
+    cfg = GroundTruthConfig(latent_dim=2, encoder_channels=[4], encoder_hidden=[8], batch_size=8,
+                            lr=1e-2, device="cpu", progress=False)  # fmt: skip
+    truth, whole = tiny_truth_and_model(cfg)
+    fit_on_draws(whole, truth, negative_elbo, 6, cfg, tmp_path / "whole")
+    _, interrupted = tiny_truth_and_model(cfg)
+    fit_on_draws(interrupted, truth, negative_elbo, 3, cfg, tmp_path / "split")
+    _, resumed = tiny_truth_and_model(cfg)  # a new session: it continues from step 3
+    fit_on_draws(resumed, truth, negative_elbo, 6, cfg, tmp_path / "split")
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0)
+    flat = torch.nn.utils.parameters_to_vector
+    untrained = tiny_truth_and_model(cfg)[1]
+    assert not torch.equal(flat(whole.parameters()), flat(untrained.parameters()))
+    other_truth = replace(cfg, sigma=0.2)
+    with pytest.raises(ConfigError, match="different config"):  # refused, not resumed
+        fit_on_draws(resumed, truth, negative_elbo, 6, other_truth, tmp_path / "split")

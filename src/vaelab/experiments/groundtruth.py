@@ -9,6 +9,10 @@ the data are its samples. Steps:
   2. from there, train by the ELBO on fresh samples of p*: the encoder alone (the decoder
      stays the truth: the reference ELBO and the best IWAE proposal for the truth), and
      encoder and decoder jointly (i) with σ fixed at the truth and (ii) with σ learned.
+The fits of steps 1–2 go through `training.fit`, each in a run directory of its own below the
+recipe's, so an interrupted recipe resumes inside a half-finished fit. The GAN (two
+optimisers, alternating discriminator and generator steps) is no one-loss fit: it keeps its
+own loop and is kept whole once trained.
 Each stage reports the ELBO and the IWAE log-likelihood of held-out ground-truth samples and
 the FID of its samples (decoder means) against the ground truth's — the paper's Table 1.
 The paper's effect: the ELBO rises while the decoder moves away from the truth.
@@ -20,8 +24,8 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +33,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import DataConfig, at_least, one_of
-from ..data import load_data
+from ..data import TensorData, load_data
 from ..distributions import DiagonalGaussian, GaussianLikelihood, StandardNormal
+from ..estimators import LossTerms, ObjectiveTerms
 from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.figures import save_image_grid
 from ..evaluation.loglik import ais_log_likelihood, iwae_log_likelihood
@@ -40,8 +45,9 @@ from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import markdown_table
 from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from ..training import fit
 from ..training.distributed import resolve_device
-from .base import experiment
+from .base import experiment, recipe_training
 
 PAPER = [  # Table 1, CelebA 64×64
     ("optimize encoder (conditional likelihood)", -364513.78, 0.13),
@@ -113,8 +119,8 @@ def discriminator(channels: int = 1) -> nn.Module:
 
 
 def trained_once(module: nn.Module, path: Path, train: Callable[[], None]) -> None:
-    """Run `train()` on `module` and keep its weights at `path`; when `path` exists (a stage
-    an interrupted run finished), load them instead. This is what lets the recipe resume."""
+    """Run `train()` on `module` and keep its weights at `path`; when `path` exists (the GAN
+    of an interrupted run), load them instead."""
     if path.exists():
         load_model_weights(module, load_checkpoint(path)[0], str(path))
         return
@@ -175,27 +181,56 @@ def build_model(cfg: GroundTruthConfig, generator: Generator, shape, sigma_mode:
     return VAE(encoder, decoder, DiagonalGaussian, likelihood, StandardNormal(cfg.latent_dim))
 
 
-def pretrain_encoder(model: VAE, truth: GroundTruth, cfg: GroundTruthConfig) -> None:
-    """max E_{(z, x) ~ p*} log q(z|x): the conditional likelihood of the true codes."""
-    opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.lr)
-    for _ in tqdm(
-        range(cfg.pretrain_steps), desc="encoder", disable=not cfg.progress, mininterval=1
+def conditional_likelihood(model: VAE, z: Tensor, x: Tensor) -> ObjectiveTerms:
+    """−log q(z|x) of true pairs: the encoder's conditional-likelihood objective."""
+    return ObjectiveTerms(-model.encode(x).log_prob(z))
+
+
+def negative_elbo(model: VAE, z: Tensor, x: Tensor) -> LossTerms:
+    """The model's −ELBO of x (β = 1); the true code z is not used."""
+    return model(x)
+
+
+class FreshDraws(nn.Module):
+    """A fit's objective on fresh samples of the truth: forward(batch) draws len(batch) pairs
+    (z, x) ~ p*(x|z) p(z) and returns objective(model, z, x). The draws come from the RNG
+    the trainer seeds per step, so a resumed fit draws what an uninterrupted one would. Only
+    `model` is trained and checkpointed (the truth is no submodule)."""
+
+    def __init__(
+        self, model: VAE, truth: GroundTruth, objective: Callable[[VAE, Tensor, Tensor], Any]
     ):
-        z, x = truth.sample(cfg.batch_size)
-        loss = -model.encode(x).log_prob(z).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        super().__init__()
+        self.model, self.truth, self.objective = model, truth, objective
+
+    def forward(self, batch: Tensor):
+        z, x = self.truth.sample(len(batch))
+        return self.objective(self.model, z, x)
 
 
-def train_elbo(model: VAE, truth: GroundTruth, cfg: GroundTruthConfig, desc: str) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    for _ in tqdm(range(cfg.joint_steps), desc=desc, disable=not cfg.progress, mininterval=1):
-        _, x = truth.sample(cfg.batch_size)
-        loss = model(x).negative_elbo.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+# what the truth and the encoder are made of (the trainer checks its own settings): a fit
+# directory that holds other values is refused rather than resumed
+FIT_SETTINGS = ("dataset", "train_limit", "latent_dim", "sigma", "gan_epochs", "gan_lr",
+                "encoder_channels", "encoder_hidden")  # fmt: skip
+
+
+def fit_on_draws(
+    model: VAE,
+    truth: GroundTruth,
+    objective: Callable[[VAE, Tensor, Tensor], Any],
+    steps: int,
+    cfg: GroundTruthConfig,
+    fit_dir: Path,
+) -> None:
+    """`steps` Adam steps of `objective` on batches of `batch_size` fresh draws, as a fit in
+    `fit_dir` (resumed where it stopped; a finished one is loaded). One trainer epoch is one
+    step: the batch's indices only count the draws."""
+    if steps == 0:
+        return
+    train = recipe_training(cfg, epochs=steps, log_every=100, checkpoint_every=500)
+    description = {"stage": fit_dir.name} | {k: getattr(cfg, k) for k in FIT_SETTINGS}
+    draws = TensorData(torch.arange(cfg.batch_size))
+    fit(FreshDraws(model, truth, objective), draws, train, fit_dir, description=description)
 
 
 @torch.no_grad()
@@ -221,14 +256,13 @@ def measure(
             : len(reference)
         ]
     quality = sample_quality(extractor, reference.cpu(), fake.clamp(0, 1).cpu(), rng=cfg.seed)
-    sigma = model.likelihood.sigma_mode.log_sigma(torch.zeros(1), None, None).exp()
     return {
         "elbo": float(elbo.mean()),
         "iwae_loglik": float(iwae.mean()),
         "fid": quality["fid"],
         "kid": quality["kid_mean"],
         "n_fid_samples": len(reference),
-        "sigma": float(sigma),
+        "sigma": float(model.likelihood.describe()["sigma"]),
     }
 
 
@@ -277,7 +311,7 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
 
     torch.manual_seed(cfg.seed)
     base = build_model(cfg, generator, train.shape, "fixed").to(device)
-    trained_once(base, run_dir / "encoder.safetensors", lambda: pretrain_encoder(base, truth, cfg))
+    fit_on_draws(base, truth, conditional_likelihood, cfg.pretrain_steps, cfg, run_dir / "encoder")
 
     def measured(model: VAE, stage: str, ais: bool = True) -> dict:  # cached, like the weights
         path, ais_path = run_dir / f"measure-{stage}.json", run_dir / f"ais-{stage}.json"
@@ -292,11 +326,8 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
     reference_model = build_model(cfg, generator, train.shape, "fixed").to(device)
     reference_model.encoder.load_state_dict(base.encoder.state_dict())
     reference_model.decoder.requires_grad_(False)
-    torch.manual_seed(cfg.seed)
-    trained_once(
-        reference_model,
-        run_dir / "elbo-encoder-only.safetensors",
-        partial(train_elbo, reference_model, truth, cfg, "ELBO, encoder only"),
+    fit_on_draws(
+        reference_model, truth, negative_elbo, cfg.joint_steps, cfg, run_dir / "elbo-encoder-only"
     )
     truth_row = measured(reference_model, "elbo-encoder-only")
     ais_of_truth = {k: truth_row[k] for k in ("ais_loglik", "ais_examples") if k in truth_row}
@@ -310,12 +341,7 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
     for name, mode in (("ELBO, σ fixed", "fixed"), ("ELBO, σ learned", "learned-shared")):
         model = build_model(cfg, generator, train.shape, mode).to(device)
         model.encoder.load_state_dict(base.encoder.state_dict())
-        torch.manual_seed(cfg.seed)
-        trained_once(
-            model,
-            run_dir / f"elbo-{mode}.safetensors",
-            partial(train_elbo, model, truth, cfg, name),
-        )
+        fit_on_draws(model, truth, negative_elbo, cfg.joint_steps, cfg, run_dir / f"elbo-{mode}")
         rows.append(
             {"experiment": f"encoder and decoder ({name})"} | measured(model, f"elbo-{mode}")
         )
