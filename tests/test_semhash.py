@@ -72,3 +72,13 @@ def test_semhash_table_runs_cells_and_resumes_finished_ones(corpus, tmp_path, pa
     assert main(args) == 0  # finished cells are not rerun
     assert (tmp_path / "table" / "e1-4bit-depth0" / "results.json").stat().st_mtime_ns == stamp
     assert "Table 2" in (tmp_path / "table" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("experiment", ["semhash", "semhash-table"])
+def test_an_estimator_for_continuous_codes_is_refused_in_one_line(tmp_path, capsys, experiment):
+    args = ["run", experiment, "--run-dir", str(tmp_path), "--set", "estimator=reparameterization"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "not an estimator for binary codes" in error
+    assert "disarm" in error and "exact" in error  # the estimators flagged discrete
+    assert not any(tmp_path.iterdir())  # refused before anything ran

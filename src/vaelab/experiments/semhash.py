@@ -30,6 +30,7 @@ from ..evaluation import evaluate
 from ..evaluation.retrieval import binary_codes, precision_at_k
 from ..files import atomic_write_text, read_json, write_json
 from ..models import build_vae
+from ..registry import ESTIMATORS
 from ..report import markdown_table
 from ..runs import seed_everything
 from ..training import Trainer
@@ -53,6 +54,15 @@ PAPER_TRAIN = {
 ENCODERS = ("e1", "e2", "e3")
 
 
+def check_discrete_estimator(name: str) -> None:
+    """The codes are bits: refuse an estimator that is not for discrete latents."""
+    if not ESTIMATORS.get(name).discrete:
+        usable = ", ".join(n for n in ESTIMATORS if ESTIMATORS.get(n).discrete)
+        raise ConfigError(
+            f"estimator: {name!r} is not an estimator for binary codes; use one of: {usable}"
+        )
+
+
 @dataclass
 class SemhashConfig:
     data_path: str | None = None  # 20news-bydate.tar.gz or a load_files folder; else $VAELAB_20NEWS
@@ -61,7 +71,7 @@ class SemhashConfig:
     bits: int = at_least(1, default=64)
     decoder_depth: int = at_least(0, default=0)
     decoder_width: int = at_least(1, default=512)
-    estimator: str = one_of(("arm", "disarm", "reinforce", "gumbel-st"), default="disarm")
+    estimator: str = one_of(ESTIMATORS, default="disarm")  # one for discrete codes
     schedule: str = one_of(tuple(SCHEDULES), default="short")
     epochs_single: int | None = at_least(0, default=None)  # overrides the schedule's phase 1
     epochs_multi: int | None = at_least(0, default=None)  # … and phase 2
@@ -74,6 +84,9 @@ class SemhashConfig:
     train_limit: int | None = at_least(1, default=None)
     test_limit: int | None = at_least(1, default=None)
     progress: bool = True
+
+    def __post_init__(self):
+        check_discrete_estimator(self.estimator)
 
     @property
     def phases(self) -> list[tuple[int, int]]:
@@ -211,7 +224,7 @@ class SemhashTableConfig:
     encoders: list[str] = field(default_factory=lambda: list(ENCODERS))
     bits: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
     depths: list[int] = field(default_factory=lambda: [0, 1, 2])
-    estimator: str = one_of(("arm", "disarm", "reinforce", "gumbel-st"), default="disarm")
+    estimator: str = one_of(ESTIMATORS, default="disarm")  # one for discrete codes
     schedule: str = one_of(tuple(SCHEDULES), default="short")
     epochs_single: int | None = at_least(0, default=None)
     epochs_multi: int | None = at_least(0, default=None)
@@ -226,6 +239,7 @@ class SemhashTableConfig:
     workers: int | None = at_least(1, default=None)  # cells at once on a local Ray (default: cores)
 
     def __post_init__(self):
+        check_discrete_estimator(self.estimator)
         for e in self.encoders:
             if e not in ENCODERS:
                 raise ConfigError(f"encoders: unknown encoder {e!r}; use {', '.join(ENCODERS)}")
