@@ -1,10 +1,12 @@
 """Distance to the consistent set (Theorem 1 of Shekhovtsov et al. 2022)."""
 
+import pytest
 import torch
 from torch import nn
 
 from vaelab.config import ModelConfig
 from vaelab.distributions import FactorisedBernoulli, GaussianLikelihood, UniformBernoulli
+from vaelab.errors import VaelabError
 from vaelab.estimators.exact import exact
 from vaelab.evaluation.consistency import affine_fit, consistency
 from vaelab.models import VAE, build_vae
@@ -83,3 +85,28 @@ def test_affine_fit_recovers_an_affine_map_and_weights_matter():
     assert fit.residual < 1e-12
     noisy = feats @ coef + torch.randn(50, 2, generator=g)
     assert 0 < affine_fit(feats, noisy).residual < 1
+
+
+def test_an_optimal_sigma_is_frozen_at_evaluation_so_the_decoder_is_an_exponential_family():
+    model = consistent_vae()
+    model.likelihood = GaussianLikelihood((1, 1, 2), sigma_mode="optimal-shared", sigma=0.7)
+    x = torch.randn(500, 1, 1, 2) * 1.5
+    model.train()
+    model(x)  # a training batch moves the running optimum of σ²
+    model.eval()
+    frozen = model.likelihood.describe()["sigma"]
+    assert abs(frozen - 0.7) > 1e-3
+    r = consistency(model, x)
+    model.likelihood = GaussianLikelihood((1, 1, 2), sigma_mode="fixed", sigma=frozen)
+    same = consistency(model, x)
+    assert r == pytest.approx(same, rel=1e-4, abs=1e-6)
+
+
+def test_a_likelihood_that_is_not_an_exponential_family_is_refused():
+    class NoFamily(GaussianLikelihood):
+        family = None
+
+    model = consistent_vae()
+    model.likelihood = NoFamily((1, 1, 2), sigma_mode="fixed", sigma=0.7)
+    with pytest.raises(VaelabError, match="not an exponential family"):
+        consistency(model, torch.randn(10, 1, 1, 2))

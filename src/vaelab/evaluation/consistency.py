@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..distributions import FactorisedBernoulli, all_binary_codes
 from ..errors import VaelabError
 from ..estimators.exact import exact, exact_log_likelihood
 
@@ -66,15 +65,14 @@ def tied_encoder_fit(nu: Tensor, g: Tensor, decoder_coef: Tensor) -> AffineFit:
 def consistency(model, x: Tensor, max_codes: int = 4096) -> dict[str, float]:
     """Residuals of the nearest harmonium on data x [N, *data] and, when the codes are
     enumerable, the exact ELBO–log-likelihood gap (nats per example). The decoder is fitted
-    on all codes, or on `max_codes` of them drawn uniformly when there are more."""
+    on all codes, or on `max_codes` of them drawn uniformly when there are more. In
+    evaluation mode a σ_x fitted to batches in training is frozen, so p(x|z) is an
+    exponential family of z alone for every decoder likelihood that is one."""
     model.eval()
-    if (
-        getattr(model.likelihood, "sigma_mode", None) is not None
-        and model.likelihood.sigma_mode.needs_data
-    ):
+    if not model.likelihood.exponential_family:
         raise VaelabError(
-            "consistency: an optimal σ_x depends on the batch, so the decoder is not an "
-            "exponential family of z alone"
+            "consistency: the decoder likelihood is not an exponential family (it has no "
+            "natural parameters), so there is no harmonium to compare it with"
         )
     if model.conditional:
         raise VaelabError(
@@ -83,16 +81,16 @@ def consistency(model, x: Tensor, max_codes: int = 4096) -> dict[str, float]:
     device = next(model.parameters()).device
     x = x.to(device)
     q = model.encode(x)
-    enumerable = isinstance(q, FactorisedBernoulli) and q.logits.shape[-1] <= 16
+    enumerable = q.enumerable
     if enumerable:
-        codes = all_binary_codes(q.logits.shape[-1], device=device)
+        codes = q.enumerate_support()
         weights = model.prior.log_prob(codes).exp()
         if len(codes) > max_codes:  # the prior is uniform: a uniform subset of codes
             pick = torch.randperm(len(codes), generator=torch.Generator().manual_seed(0))
             pick = pick[:max_codes].to(device)
             codes, weights = codes[pick], weights[pick]
     else:  # codes drawn from the encoder: the aggregated posterior
-        codes = q.sample(1)[0] if isinstance(q, FactorisedBernoulli) else q.rsample(1)[0]
+        codes = q.draw(1)[0]
         weights = None
     f = model.likelihood.natural_parameters(model.decode(codes))
     decoder = affine_fit(
