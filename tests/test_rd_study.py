@@ -3,8 +3,11 @@
 import csv
 import json
 
+import pytest
+
 from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
+from vaelab.errors import ConfigError
 from vaelab.runs import train_run
 
 
@@ -60,3 +63,50 @@ def test_rd_study_recipe_writes_its_report(tmp_path):
         (regime, sampler) for regime in regimes for sampler in ("prior", "two-stage")
     }
     assert len(fid["rows"]) == 2 * (2 + 2 + 2 + 2)
+
+
+def test_the_regimes_are_read_from_the_sigma_modes_flags():
+    from vaelab.evaluation.rate_distortion import REGIMES, regime_of
+
+    classic, decoupled, classic_conditional, decoupled_conditional = REGIMES
+    assert regime_of(ModelConfig(**classic.overrides())) == classic.label
+    for sigma_mode in ("learned-shared", "optimal-image", "amortized"):
+        assert regime_of(ModelConfig(**decoupled.overrides(sigma_mode))) == decoupled.label
+    conditional = dict(conditioning="film")
+    assert regime_of(ModelConfig(**classic_conditional.overrides(), **conditional)) == (
+        classic_conditional.label
+    )
+    learned_beta = decoupled_conditional.overrides("learned-beta")
+    assert regime_of(ModelConfig(**learned_beta, **conditional)) == decoupled_conditional.label
+
+
+@pytest.mark.parametrize(
+    "key, sigma_mode, expected",
+    [
+        ("decoupled_sigma_mode", "fixed", "σ_x estimated"),
+        ("decoupled_sigma_mode", "learned-beta", "function of β"),
+        ("conditional_sigma_mode", "fixed", "σ_x estimated"),
+    ],
+)
+def test_a_sigma_mode_that_does_not_make_its_regime_is_refused(key, sigma_mode, expected):
+    from vaelab.experiments.rd_study import RDStudyConfig
+
+    with pytest.raises(ConfigError, match=expected) as error:
+        RDStudyConfig(**{key: sigma_mode})
+    assert str(error.value).startswith(key)
+
+
+def test_the_recipes_share_the_architecture_and_budget_fields():
+    from vaelab.experiments.base import RecipeConfig
+    from vaelab.experiments.demo import DemoConfig
+    from vaelab.experiments.disentanglement_study import DisentanglementConfig
+    from vaelab.experiments.rd_study import RDStudyConfig
+
+    for cls in (DemoConfig, DisentanglementConfig, RDStudyConfig):
+        assert issubclass(cls, RecipeConfig)
+    # defaults as before the shared config
+    assert RDStudyConfig().architecture() == dict(
+        network="mlp", hidden=[512, 256], channels=[32, 64], latent_dim=16
+    )
+    assert (DemoConfig().epochs, DemoConfig().batch_size, DemoConfig().latent_dim) == (100, 64, 8)
+    assert DisentanglementConfig().training().epochs == 5

@@ -6,15 +6,16 @@ from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
 from vaelab.evaluation.loss_slices import loss_slices
 from vaelab.evaluation.sample_quality import mmd
+from vaelab.experiments.study import fit_second_stage
 from vaelab.models import build_vae
 from vaelab.models.two_stage import (
-    build_second_stage,
+    code_data,
     first_stage_codes,
-    fit_second_stage,
     second_stage_codes,
     two_stage_generate,
 )
 from vaelab.runs import train_run
+from vaelab.training import METRICS
 
 
 def trained_first_stage(tmp_path, **model):
@@ -45,9 +46,9 @@ def test_second_stage_matches_the_aggregated_posterior_better_than_the_prior(tmp
     data, _ = load_data(DataConfig(name="digits"))
     first = build_vae(ModelConfig(latent_dim=3, hidden=[32]), data.shape)
     first.encoder = BimodalEncoder(64, 3)
-    second = build_second_stage(first, hidden=[128, 128])
-    torch.manual_seed(0)
-    fit_second_stage(first, second, data, steps=1500, batch_size=128, lr=2e-3, progress=False)
+    second = fit_second_stage(
+        first, data, [128, 128], 1500, tmp_path / "second", lr=2e-3, progress=False
+    )
     codes, _ = first_stage_codes(first, data.batch(slice(0, 500)), None)
     stage_two = second_stage_codes(second, 500)
     prior = torch.randn(500, 3)
@@ -75,9 +76,9 @@ def test_second_stage_samples_keep_the_spread_of_a_standard_normal_q(tmp_path):
     data, _ = load_data(DataConfig(name="digits"))
     first = build_vae(ModelConfig(latent_dim=4, hidden=[32]), data.shape)
     first.encoder = PriorEncoder(4)
-    second = build_second_stage(first, hidden=[64, 64])
-    torch.manual_seed(0)
-    fit_second_stage(first, second, data, steps=600, batch_size=128, lr=2e-3, progress=False)
+    second = fit_second_stage(
+        first, data, [64, 64], 600, tmp_path / "second", lr=2e-3, progress=False
+    )
     torch.manual_seed(1)
     codes = second_stage_codes(second, 4000)
     assert torch.allclose(codes.std(0), torch.ones(4), atol=0.1), codes.std(0)
@@ -88,9 +89,10 @@ def test_a_conditional_second_stage_serves_every_beta(tmp_path):
     run = trained_first_stage(
         tmp_path, conditioning="film", sigma_mode="optimal-shared", beta_range=[0.05, 5.0]
     )
-    second = build_second_stage(run.model, hidden=[64])
+    second = fit_second_stage(
+        run.model, run.test_data, [64], 50, tmp_path / "second", progress=False
+    )
     assert second.conditional
-    fit_second_stage(run.model, second, run.test_data, steps=50, progress=False)
     for beta in (0.05, 1.0, 5.0):
         assert torch.isfinite(two_stage_generate(run.model, second, 4, beta=beta)).all()
 
@@ -108,3 +110,27 @@ def test_loss_slices_scale_as_one_over_gamma():
         torch.testing.assert_close(
             losses[i] * gammas[i], losses[0] * gammas[0], rtol=1e-3, atol=1e-4
         )
+
+
+def test_second_stage_codes_are_drawn_once_and_a_beta_per_code(tmp_path):
+    run = trained_first_stage(
+        tmp_path, conditioning="film", sigma_mode="optimal-shared", beta_range=[0.05, 5.0]
+    )  # β drawn per minibatch in training; the second stage's codes still get one β each
+    codes, cond = code_data(run.model, run.test_data, seed=3).batch(slice(None))
+    again, cond_again = code_data(run.model, run.test_data, seed=3).batch(slice(None))
+    assert codes.shape == (len(run.test_data), 6) and cond.shape == (len(run.test_data),)
+    assert torch.equal(codes, again) and torch.equal(cond, cond_again)
+    assert cond.min() < -0.8 and cond.max() > 0.8 and len(cond.unique()) == len(cond)
+
+
+def test_a_second_stage_fit_is_a_run_that_is_kept(tmp_path):
+    data, _ = load_data(DataConfig(name="digits"))
+    first = build_vae(ModelConfig(latent_dim=3, hidden=[16]), data.shape)
+    fit = lambda: fit_second_stage(first, data, [16], 30, tmp_path / "s", progress=False)  # noqa: E731
+    second = fit()
+    log = (tmp_path / "s" / METRICS).read_text()
+    assert '"split": "train"' in log
+    again = fit()  # finished: loaded, not fitted again
+    assert (tmp_path / "s" / METRICS).read_text() == log
+    for a, b in zip(second.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..distributions import GaussianLikelihood
+from ..errors import VaelabError
 from ..models import VAE
 from .figures import save_figure
 
@@ -27,7 +28,12 @@ def loss_slices(
     model: VAE, x: Tensor, gammas: list[float], ts: Tensor, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
     """(loss [len(gammas), len(ts)] minus its value at t = 0, the direction d) for a seeded
-    random unit direction over the decoder's parameters; mean per example, nats."""
+    random unit direction over the decoder's parameters; mean per example, nats. The model's
+    decoder must output the mean of x only (its likelihood replaced by N(μ, γ))."""
+    if model.likelihood.outputs_per_dim != 1:
+        raise VaelabError(
+            "loss slices fix σ_x = √γ: the decoder must output the mean only, not a σ head"
+        )
     probe = copy.deepcopy(model).eval()
     params = [p for p in probe.decoder.parameters()]
     g = torch.Generator().manual_seed(seed)

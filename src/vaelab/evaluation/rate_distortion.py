@@ -1,4 +1,5 @@
-"""Rate–distortion curves: test-set R(β) and D(β) of β-VAE sweeps and β-conditional models.
+"""Rate–distortion curves: test-set R(β) and D(β) of β-VAE sweeps and β-conditional models,
+and the four regimes of DESIGN §1b they are compared across.
 
 An unconditional run is one point, at the β it was trained with; a β-conditional run is a
 whole curve, evaluated at every β of the grid by feeding β to the model (DESIGN §1b).
@@ -8,28 +9,79 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..config import ModelConfig
 from ..data.base import ImageData
+from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..models import VAE
+from ..registry import SIGMA_MODES
 from ..report import markdown_table
 from .elbo import evaluate
 from .figures import plot_rate_distortion
 
 COLUMNS = ("regime", "run", "beta", "rate", "distortion", "mse", "negative_elbo", "loss", "sigma")
 
+CLASSIC_SIGMA = math.sqrt(0.5)  # σ² = ½: the Gaussian NLL is Σ(x − μ)² + const
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How a β-VAE is trained (DESIGN §1b): classic — σ_x² = ½ fixed, so the loss is
+    Σ(x − μ)² + β·KL and β also stands in for the decoder variance — or decoupled — σ_x
+    estimated (a σ mode whose flag `estimated` is set), β weighing the rate only; and a sweep
+    (one run per β) or β-conditional (one run for every β, log β ~ U[log a, log b])."""
+
+    name: str  # run sub-directory (a sweep's runs: name/beta<β>)
+    label: str  # what tables, figures and JSON call it
+    decoupled: bool
+    conditional: bool
+
+    def overrides(self, sigma_mode: str | None = None) -> dict[str, Any]:
+        """The `ModelConfig` fields of the σ_x that make this regime; a decoupled regime
+        takes the σ mode the study chose (conditioning settings are the study's)."""
+        if not self.decoupled:
+            return {"sigma_mode": "fixed", "sigma": CLASSIC_SIGMA}
+        return {"sigma_mode": sigma_mode}
+
+    def check_sigma_mode(self, sigma_mode: str, key: str) -> None:
+        """Refuse, naming the setting `key`, a σ mode that does not make this regime."""
+        mode = SIGMA_MODES.get(sigma_mode)
+        if mode.estimated != self.decoupled:
+            raise ConfigError(
+                f"{key}: σ mode {sigma_mode!r} does not make regime {self.label!r} "
+                f"({'σ_x estimated' if self.decoupled else 'σ_x fixed'}); choose another"
+            )
+        if mode.needs_condition and not self.conditional:
+            raise ConfigError(
+                f"{key}: σ mode {sigma_mode!r} is a function of β; the sweep regime "
+                f"{self.label!r} has no β input, choose an unconditional σ mode"
+            )
+
+    def holds(self, cfg: ModelConfig) -> bool:
+        """Whether a model of config `cfg` is of this regime."""
+        decoupled = SIGMA_MODES.get(cfg.sigma_mode).estimated
+        return decoupled == self.decoupled and (cfg.conditioning is not None) == self.conditional
+
+
+CLASSIC_SWEEP = Regime("classic-sweep", "(i) classic β-VAE", False, False)
+DECOUPLED_SWEEP = Regime("decoupled-sweep", "(ii) decoupled β-VAE", True, False)
+CLASSIC_CONDITIONAL = Regime("classic-conditional", "(iii) classic β-conditional", False, True)
+DECOUPLED_CONDITIONAL = Regime("decoupled-conditional", "(iv) decoupled β-conditional", True, True)
+REGIMES = (CLASSIC_SWEEP, DECOUPLED_SWEEP, CLASSIC_CONDITIONAL, DECOUPLED_CONDITIONAL)
+
 
 def regime_of(cfg: ModelConfig) -> str:
-    """The study's name for a model: classic (σ_x fixed) or decoupled, sweep or β-conditional."""
-    decoupled = cfg.sigma_mode != "fixed"
-    if cfg.conditioning is None:
-        return "(ii) decoupled β-VAE" if decoupled else "(i) classic β-VAE"
-    return "(iv) decoupled β-conditional" if decoupled else "(iii) classic β-conditional"
+    """The label of the regime of any model config (a study knows its runs' regimes; `vaelab
+    rd` over arbitrary runs asks this)."""
+    return next(regime.label for regime in REGIMES if regime.holds(cfg))
 
 
 def log_grid(low: float, high: float, n: int) -> list[float]:

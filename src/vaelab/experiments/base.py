@@ -1,14 +1,15 @@
-"""Named, configurable experiments (`vaelab run NAME`), each writing a run directory."""
+"""Named, configurable experiments (`vaelab run NAME`), each writing a run directory, and the
+settings every recipe of VAE runs shares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig
-from ..registry import EXPERIMENTS
+from ..config import TrainConfig, at_least, one_of
+from ..registry import EXPERIMENTS, NETWORKS
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,36 @@ def experiment(name: str, config_cls: type, summary: str):
         return run
 
     return add
+
+
+@dataclass
+class RecipeConfig:
+    """The architecture and training budget of a recipe's VAE runs (one for all of them, so
+    they compare like for like). Defaults are those of `ModelConfig`/`TrainConfig`; a recipe
+    extends this class and re-declares the fields whose defaults it changes."""
+
+    network: str = one_of(NETWORKS, default="mlp")
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # MLP widths
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv: per stride-2 layer
+    latent_dim: int = at_least(1, default=16)
+    epochs: int = at_least(1, default=10)
+    batch_size: int = at_least(1, default=128)
+    lr: float = at_least(0.0, strict=True, default=1e-3)
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def architecture(self) -> dict[str, Any]:
+        """The `ModelConfig` fields of the networks."""
+        return {
+            "network": self.network,
+            "hidden": list(self.hidden),
+            "channels": list(self.channels),
+            "latent_dim": self.latent_dim,
+        }
+
+    def training(self, **overrides: Any) -> TrainConfig:
+        return recipe_training(self, **overrides)
 
 
 def recipe_training(cfg: Any, **overrides: Any) -> TrainConfig:

@@ -8,54 +8,37 @@ and writes the rate–distortion figure, reconstructions, samples and report.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, DataConfig, ModelConfig, at_least
+from ..config import DataConfig, at_least
 from ..evaluation.figures import plot_rate_distortion
+from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_SWEEP
 from ..files import atomic_write_text, write_json
 from ..report import markdown_table
-from ..runs import train_run
-from .base import experiment, recipe_training
-
-REGIMES = {
-    "classic β-VAE (σ_x² = ½ fixed)": dict(sigma_mode="fixed", sigma=math.sqrt(0.5)),
-    "decoupled (σ_x learned)": dict(sigma_mode="learned-shared", sigma=1.0),
-}
+from .base import RecipeConfig, experiment
+from .study import regime_configs, train_regimes
 
 
 @dataclass
-class DemoConfig:
-    betas: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0])
-    dataset: str = "digits"
+class DemoConfig(RecipeConfig):
     latent_dim: int = at_least(1, default=8)
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     epochs: int = at_least(1, default=100)
     batch_size: int = at_least(1, default=64)
-    lr: float = at_least(0.0, strict=True, default=1e-3)
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-
-
-def sweep_config(cfg: DemoConfig, beta: float, regime: dict) -> Config:
-    return Config(
-        data=DataConfig(name=cfg.dataset),
-        model=ModelConfig(latent_dim=cfg.latent_dim, hidden=list(cfg.hidden), beta=beta, **regime),
-        train=recipe_training(cfg),
-    )
+    betas: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0])
+    dataset: str = "digits"
 
 
 @experiment("demo", DemoConfig, "β sweeps of a classic and a decoupled Gaussian VAE on 8×8 digits")
 def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
+    sigma_modes = {CLASSIC_SWEEP: None, DECOUPLED_SWEEP: "learned-shared"}
+    configs = regime_configs(cfg, DataConfig(name=cfg.dataset), sigma_modes, cfg.betas)
     curves: dict[str, list[dict[str, float]]] = {}
-    for label, regime in REGIMES.items():
-        slug = "classic" if regime["sigma_mode"] == "fixed" else "decoupled"
-        for beta in cfg.betas:
-            print(f"[demo] {label}, β = {beta:g}")
-            run = train_run(sweep_config(cfg, beta, regime), run_dir / f"{slug}-beta{beta:g}")
-            curves.setdefault(label, []).append({"beta": beta} | run.state.last_test)
+    for run in train_regimes(configs, run_dir, "demo", report=True):
+        curves.setdefault(run.regime.label, []).append(
+            {"beta": run.model.beta} | run.run.state.last_test
+        )
 
     plot_rate_distortion(run_dir / "rate_distortion.png", curves, title=f"{cfg.dataset}: test set")
     write_json(run_dir / "results.json", {"curves": curves})
@@ -72,7 +55,7 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
         for label, points in curves.items()
         for p in points
     ]
-    middle = f"decoupled-beta{sorted(cfg.betas)[len(cfg.betas) // 2]:g}"
+    middle = f"{DECOUPLED_SWEEP.name}/beta{sorted(cfg.betas)[len(cfg.betas) // 2]:g}"
     report = [
         "# vaelab demo: β on the rate only\n",
         f"Data: `{cfg.dataset}`. Same MLP Gaussian VAE ({cfg.latent_dim} latents, hidden "

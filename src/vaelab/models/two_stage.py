@@ -3,21 +3,23 @@ aggregated posterior q(z) = E_x q(z|x), so that samples z ~ q(z) — not z ~ N(0
 q(z) rarely matches — feed the first decoder.
 
 For a β-conditional first stage one β-conditional second stage serves every β: it is
-trained on codes z ~ q(z|x, β) with log β drawn like the first stage's and is told that β
-(its networks are FiLM-conditioned on it), while its own loss is its plain negative ELBO.
+trained on codes z ~ q(z|x, β) with log β ~ U[log a, log b] drawn per code over the first
+stage's range and is told that β (its networks are FiLM-conditioned on it), while its own
+loss is its plain negative ELBO.
+
+This module builds the second stage, its training set and objective, and samples from it;
+the fit itself is the trainer's (`experiments.study.fit_second_stage`).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..data.base import ImageData
-from ..estimators.reparameterization import reparameterization
+from ..data.base import ImageData, TensorData
+from ..distributions.log_uniform import LogUniformBeta
+from ..estimators import LossTerms
 from .vae import VAE, build_vae
 
 
@@ -33,7 +35,7 @@ def build_second_stage(first: VAE, hidden: list[int], sigma_mode: str = "learned
     )
     if first.conditional:
         cfg.conditioning = "film"
-        cfg.beta_range = [math.exp(first.beta_prior.log_low), math.exp(first.beta_prior.log_high)]
+        cfg.beta_range = [first.beta_prior.low, first.beta_prior.high]
     return build_vae(cfg, (latent,)).to(next(first.parameters()).device)
 
 
@@ -43,55 +45,43 @@ def first_stage_codes(
 ) -> tuple[Tensor, Tensor | None]:
     """z ~ q(z|x) of the first stage (at β, if conditional) and its condition ℓ."""
     _, cond = first.condition(len(x), beta, x.device)
-    return first.encode(x, cond).rsample(1)[0], cond
+    return first.encode(x, cond).sample(1)[0], cond
 
 
-def fit_second_stage(
-    first: VAE,
-    second: VAE,
-    data: ImageData,
-    steps: int,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> list[float]:
-    """Train `second` on codes of `first` (frozen) over `data`; returns the loss per step."""
-    device = next(first.parameters()).device
+@torch.no_grad()
+def code_data(first: VAE, data: ImageData, seed: int, batch_size: int = 512) -> TensorData:
+    """The second stage's training set, drawn once with `seed` (so that its fit resumes
+    exactly): a code z ~ q(z|x) per example of `data`, and for a β-conditional first stage
+    the ℓ of the β it was drawn at — rows z, or (z, ℓ)."""
     first.eval()
-    second.train()
-    data = data.to(device)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.Adam(second.parameters(), lr=lr)
-    history = []
-    for _ in tqdm(range(steps), desc="second stage", disable=not progress, mininterval=1):
-        index = torch.randint(0, len(data), (batch_size,), generator=generator).to(device)
-        x = data.batch(index)
-        log_beta = first.beta_prior.sample(len(x), device) if first.conditional else None
-        beta = None if log_beta is None else log_beta.exp()
-        z, cond = first_stage_codes(first, x, beta)
-        # the second stage is told β (ℓ) but weights its own rate by 1: its plain ELBO
-        loss = reparameterization(second, z, torch.ones((), device=device), cond).loss.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
-    return history
-
-
-def fitted_second_stage(
-    first: VAE,
-    data: ImageData,
-    steps: int,
-    hidden: list[int],
-    seed: int = 0,
-    progress: bool = True,
-) -> VAE:
-    """`build_second_stage` + `fit_second_stage` with default settings, seeded."""
-    second = build_second_stage(first, hidden)
+    device = next(first.parameters()).device
+    per_code = None  # a β per code, however the first stage drew them in training
+    if first.conditional:
+        per_code = LogUniformBeta(first.beta_prior.low, first.beta_prior.high, per_example=True)
     torch.manual_seed(seed)
-    fit_second_stage(first, second, data, steps, seed=seed, progress=progress)
-    return second
+    codes, conditions = [], []
+    for index in torch.arange(len(data)).split(batch_size):
+        beta = None if per_code is None else per_code.sample(len(index), device).exp()
+        z, cond = first_stage_codes(first, data.batch(index).to(device), beta)
+        codes.append(z)
+        conditions.append(cond)
+    if per_code is None:
+        return TensorData(torch.cat(codes))
+    return TensorData(torch.cat(codes), torch.cat(conditions))
+
+
+class SecondStageLoss(nn.Module):
+    """The trainer's model for a second stage: on a batch of `code_data` rows, its plain
+    negative ELBO — told ℓ, but weighting its own rate by 1."""
+
+    def __init__(self, second: VAE):
+        super().__init__()
+        self.second = second
+
+    def forward(self, batch: Tensor | tuple[Tensor, Tensor]) -> LossTerms:
+        z, cond = batch if self.second.conditional else (batch, None)
+        one = torch.ones((), device=z.device)
+        return self.second.estimator(self.second, z, one, cond)
 
 
 @torch.no_grad()

@@ -1,0 +1,192 @@
+"""The design the regime studies share (rd-study, disentanglement, the demo's sweeps): the
+regimes of DESIGN §1b (`evaluation.rate_distortion.REGIMES`) built as runs of one
+architecture and budget, and one sample-quality pipeline — decoder means of codes from the
+prior and from a second stage fitted to the aggregated posterior (Dai & Wipf 2019), scored
+by FID/KID/MMD against test images (`evaluation.sample_quality`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
+from ..data import ImageData, load_data
+from ..distributions.log_uniform import PER_EXAMPLE
+from ..evaluation.feature_extractors import get_feature_extractor
+from ..evaluation.rate_distortion import Regime
+from ..evaluation.sample_quality import sample_quality
+from ..models import VAE
+from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, two_stage_generate
+from ..registry import CONDITIONING
+from ..runs import Run, train_run
+from ..training import fit
+from .base import RecipeConfig
+
+
+@dataclass
+class StudyConfig(RecipeConfig):
+    """A recipe comparing regimes: the shared architecture and budget, the β-conditional
+    runs' settings and the sample-quality settings."""
+
+    conditioning: str = one_of(CONDITIONING, default="film")
+    beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])
+    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="minibatch")
+    fid_samples: int = at_least(2, default=2000)
+    inception_weights: str | None = None  # pytorch-fid weights file; else a dataset classifier
+    # FID also of two-stage samples (Dai & Wipf 2019): a second VAE per run fitted to its
+    # aggregated posterior (one β-conditional second stage for a β-conditional run); 0 = off
+    second_stage_steps: int = at_least(0, default=2000)
+    second_stage_hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+    def conditioning_fields(self) -> dict[str, Any]:
+        """The `ModelConfig` fields of a β-conditional run."""
+        return {
+            "conditioning": self.conditioning,
+            "beta_range": list(self.beta_range),
+            "beta_sampling": self.beta_sampling,
+        }
+
+
+# --- the runs --------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyRun:
+    """A trained run of a study and the regime it was built as."""
+
+    name: str  # sub-directory of the study
+    regime: Regime
+    run: Run
+
+    @property
+    def model(self) -> VAE:
+        return self.run.model
+
+    def betas(self, betas: list[float]) -> list[float]:
+        """The β values at which to look at the run: all of them if it is β-conditional."""
+        return list(betas) if self.regime.conditional else [self.model.beta]
+
+
+def regime_configs(
+    cfg: RecipeConfig, data: DataConfig, sigma_modes: dict[Regime, str | None], betas: list[float]
+) -> dict[str, tuple[Regime, Config]]:
+    """Sub-directory → (regime, run config) for each regime of `sigma_modes` (regime → the σ
+    mode of its estimated σ_x; None for a classic one): a run per β of `betas` for a sweep,
+    one run for a β-conditional regime (`cfg.conditioning_fields()`); all of `cfg`'s
+    architecture and budget."""
+    train = cfg.training()
+    models = {}
+    for regime, sigma_mode in sigma_modes.items():
+        fields = cfg.architecture() | regime.overrides(sigma_mode)
+        if regime.conditional:
+            models[regime.name] = (regime, ModelConfig(**fields, **cfg.conditioning_fields()))
+        else:
+            for beta in betas:
+                models[f"{regime.name}/beta{beta:g}"] = (regime, ModelConfig(**fields, beta=beta))
+    return {
+        name: (regime, Config(data=data, model=model, train=train))
+        for name, (regime, model) in models.items()
+    }
+
+
+def train_regimes(
+    configs: dict[str, tuple[Regime, Config]], run_dir: Path, recipe: str, report: bool = False
+) -> list[StudyRun]:
+    """Train (or resume) every run of `regime_configs` in its sub-directory of `run_dir`."""
+    runs = []
+    for i, (name, (regime, config)) in enumerate(configs.items(), 1):
+        print(f"[{recipe}] {i}/{len(configs)} {name}: {regime.label}")
+        run = train_run(config, run_dir / name, report=report)
+        run.model.eval()
+        runs.append(StudyRun(name, regime, run))
+    return runs
+
+
+# --- sample quality --------------------------------------------------------------------------
+
+
+def fit_second_stage(
+    first: VAE,
+    data: ImageData,
+    hidden: list[int],
+    steps: int,
+    run_dir: Path,
+    *,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> VAE:
+    """A second stage (`build_second_stage`, initialised with `seed`) fitted by the trainer in
+    `run_dir` for about `steps` steps to codes of `first` (frozen) over `data`, drawn once
+    with `seed`; a finished fit there is loaded, an unfinished one resumed."""
+    codes = code_data(first, data, seed)
+    torch.manual_seed(seed)
+    second = build_second_stage(first, hidden)
+    epochs = max(1, round(steps / math.ceil(len(codes) / batch_size)))
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=str(next(first.parameters()).device),
+        progress=progress,
+        log_every=100,
+        checkpoint_every=500,
+        eval_every=epochs,
+    )
+    description = {"second_stage": {"hidden": list(hidden), "codes": len(codes)}}
+    fit(SecondStageLoss(second), codes, train, run_dir, description=description)
+    return second.eval()
+
+
+def decoder_samples(
+    first: VAE, second: VAE | None, n: int, beta: float, seed: int
+) -> dict[str, Tensor]:
+    """Sampler → n decoder means in [0, 1] at β, each set drawn with `seed`: codes from the
+    prior ("prior") and, given a second stage, from it ("two-stage")."""
+    samplers = {"prior": lambda: first.generate(n, beta=beta)}
+    if second is not None:
+        samplers["two-stage"] = lambda: two_stage_generate(first, second, n, beta)
+    samples = {}
+    for sampler, draw in samplers.items():
+        torch.manual_seed(seed)
+        samples[sampler] = draw().clamp(0, 1).cpu()
+    return samples
+
+
+def sample_quality_study(
+    runs: list[StudyRun], betas: list[float], cfg: StudyConfig, run_dir: Path
+) -> dict[str, Any]:
+    """FID/KID/MMD against the first `fid_samples` test images of as many `decoder_samples`,
+    for every run at every β of `betas` it covers; a second stage if `second_stage_steps`,
+    fitted in run_dir/second-stage/<run> (one β-conditional second stage for a conditional
+    run). Features (`get_feature_extractor`) and second stages come from the training set."""
+    train, _ = load_data(runs[0].run.config.data)
+    extractor = get_feature_extractor(
+        train, cfg.inception_weights, device=cfg.device, progress=cfg.progress
+    )
+    real = runs[0].run.test_data.images[: cfg.fid_samples]
+    rows = []
+    for study_run in runs:
+        second = None
+        if cfg.second_stage_steps:
+            second = fit_second_stage(
+                study_run.model, train, cfg.second_stage_hidden, cfg.second_stage_steps,
+                run_dir / "second-stage" / study_run.name, seed=cfg.seed, progress=cfg.progress,
+            )  # fmt: skip
+        for beta in study_run.betas(betas):
+            samples = decoder_samples(study_run.model, second, len(real), beta, cfg.seed)
+            for sampler, fake in samples.items():
+                rows.append(
+                    {"regime": study_run.regime.label, "run": study_run.name, "beta": beta}
+                    | {"sampler": sampler}
+                    | sample_quality(extractor, real, fake, rng=cfg.seed)
+                )
+    return {"features": extractor.name, "n_real": len(real), "rows": rows}
