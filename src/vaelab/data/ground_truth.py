@@ -22,15 +22,13 @@ from . import dsprites
 class GroundTruthData(ABC):
     """Factors on a finite grid, each uniform and independent, and their observations.
 
-    Subclasses give `factor_sizes` and `sample_observations_from_factors`; factor rows are
-    int64 class indices [n, K] (class c of factor k is its c-th value).
+    Subclasses set `factor_sizes` (classes per factor) and `factor_names`, and give
+    `sample_observations_from_factors`; factor rows are int64 class indices [n, K] (class c of
+    factor k is its c-th value).
     """
 
+    factor_sizes: tuple[int, ...] = ()
     factor_names: tuple[str, ...] = ()
-
-    @property
-    @abstractmethod
-    def factor_sizes(self) -> tuple[int, ...]: ...
 
     @abstractmethod
     def sample_observations_from_factors(
@@ -65,14 +63,11 @@ class DSpritesGroundTruth(GroundTruthData):
     generated on first use).
     """
 
+    factor_sizes = dsprites.FACTOR_SIZES
     factor_names = dsprites.FACTOR_NAMES
 
     def __init__(self, cached: bool = False):
         self.cached = cached
-
-    @property
-    def factor_sizes(self) -> tuple[int, ...]:
-        return dsprites.FACTOR_SIZES
 
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator
@@ -100,22 +95,18 @@ class SyntheticGroundTruth(GroundTruthData):
         sizes = tuple(int(s) for s in factor_sizes)
         if len(sizes) < 1 or min(sizes) < 2:
             raise VaelabError(f"synthetic ground truth: need factor sizes ≥ 2, got {sizes}")
-        self._sizes = sizes
+        self.factor_sizes = sizes
         self.factor_names = tuple(factor_names or (f"factor{k}" for k in range(len(sizes))))
         q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(sizes),) * 2))
         self.mixing = q * np.sign(np.diag(r))  # a uniformly random rotation
 
-    @property
-    def factor_sizes(self) -> tuple[int, ...]:
-        return self._sizes
-
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
-        u = np.asarray(factors, dtype=np.float64) / (np.asarray(self._sizes) - 1.0)
+        u = np.asarray(factors, dtype=np.float64) / (np.asarray(self.factor_sizes) - 1.0)
         return (u @ self.mixing.T).astype(np.float32)
 
     def unmix(self, observations: np.ndarray) -> np.ndarray:
         """The factor classes (as floats) of observations [n, K]: A⁻¹ x scaled back."""
         u = np.asarray(observations, dtype=np.float64) @ self.mixing  # A is orthogonal
-        return u * (np.asarray(self._sizes) - 1.0)
+        return u * (np.asarray(self.factor_sizes) - 1.0)
