@@ -8,12 +8,19 @@ import itertools
 import pytest
 import torch
 
+from vaelab.config import TrainConfig
 from vaelab.distributions import all_binary_codes
 from vaelab.distributions.exponential_family import MultinomialEF
-from vaelab.evaluation.ais import Annealable, ais_log_partition
-from vaelab.models.harmonium import MultinomialBernoulliRBM, fit_contrastive, fit_exact
+from vaelab.evaluation.harmonium_fit import fit_contrastive, fit_exact
+from vaelab.models.harmonium import Annealable, MultinomialBernoulliRBM, ais_log_partition
 
 SCALED = pytest.mark.parametrize("scaled", [False, True], ids=["EF-harmonium", "length-scaled"])
+
+
+def train(epochs, batch_size, **options):
+    """Training settings that log every step."""
+    return TrainConfig(epochs=epochs, batch_size=batch_size, log_every=1, progress=False,
+                       device="cpu", **options)  # fmt: skip
 
 
 def count_vectors(vocab, length):
@@ -206,9 +213,9 @@ def corpus():
     best = {}
     for scaled in (False, True):
         rbm = MultinomialBernoulliRBM(12, 4, scaled, generator=torch.Generator().manual_seed(0))
-        history = fit_exact(rbm, data, steps=300, lr=0.05, progress=False)
+        history = fit_exact(rbm, data, train(300, len(data), lr=0.05))
         best[scaled] = rbm.log_likelihood(data).mean().item()
-        assert best[scaled] > history[0] + 10
+        assert best[scaled] > history[0]["log_likelihood"] + 10
     return data, best
 
 
@@ -224,9 +231,8 @@ def test_contrastive_training_raises_the_exact_likelihood(corpus, persistent, lr
     data, best = corpus
     rbm = MultinomialBernoulliRBM(12, 4, generator=torch.Generator().manual_seed(0))
     before = rbm.log_likelihood(data).mean().item()
-    history = fit_contrastive(
-        rbm, data, steps=steps, lr=lr, persistent=persistent, batch_size=50, seed=0, progress=False
-    )
+    cfg = train(steps // 6, 50, lr=lr, seed=0, lr_schedule="linear")  # 6 steps per epoch
+    history = fit_contrastive(rbm, data, cfg, persistent=persistent)
     after = rbm.log_likelihood(data).mean().item()
     assert len(history) == steps
     assert after > before + 5 and after > best[False] - 3, (before, after, best[False])
@@ -235,8 +241,8 @@ def test_contrastive_training_raises_the_exact_likelihood(corpus, persistent, lr
 def test_word_counts_are_checked():
     rbm = MultinomialBernoulliRBM(3, 2)
     with pytest.raises(ValueError, match="counts"):
-        fit_exact(rbm, torch.tensor([[0.5, 1.0, 0.0]]), steps=1, progress=False)
+        fit_exact(rbm, torch.tensor([[0.5, 1.0, 0.0]]), train(1, 1))
     with pytest.raises(ValueError, match="shape"):
-        fit_exact(rbm, torch.zeros(2, 4), steps=1, progress=False)
+        fit_exact(rbm, torch.zeros(2, 4), train(1, 2))
     with pytest.raises(ValueError, match="17 units"):
         MultinomialBernoulliRBM(3, 17).log_partition(5)

@@ -6,7 +6,9 @@ uniform prior, decoder N(x; M·onehot(z), σ²I) (so the ground truth, M = the t
 in the model), encoder q(z|x) = Π_j Bern(z_j; σ(ℓ_j(x))) from a 2-64-64 ReLU MLP. Everything
 is exact (4 states). Steps: pretrain the encoder by ELBO with the ground-truth decoder
 frozen; then train both by ELBO; and, for comparison, a Gaussian–Bernoulli RBM (the
-consistent set) trained by exact likelihood on the same data.
+consistent set) trained by exact likelihood on the same data. Each of the three is a
+full-batch Adam fit by the one trainer in a sub-directory of the run directory (`pretrain`,
+`joint`, `rbm`), so a killed recipe resumes where it stopped.
 
 Defaults are those of the public reproduction (ReScience C 9(2), 2023): centres (1, 1),
 (1, −1), (0, 0), (−1, 0), σ = 1, 2,000 samples, seed 0 — strongly overlapping components,
@@ -24,20 +26,27 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..config import at_least
-from ..distributions import GaussianLikelihood, UniformBernoulli, all_binary_codes
+from ..config import TrainConfig, at_least
+from ..data.base import TensorData
+from ..distributions import (
+    GaussianLikelihood,
+    UniformBernoulli,
+    all_binary_codes,
+    gaussian_log_density,
+)
 from ..distributions.bernoulli_latent import FactorisedBernoulli
 from ..errors import ConfigError
 from ..estimators.exact import enumerate_states, exact, exact_log_likelihood
 from ..evaluation.consistency import consistency
 from ..evaluation.figures import save_figure
-from ..files import atomic_write_text, write_json
+from ..evaluation.harmonium_fit import fit_exact
+from ..files import atomic_write_text, read_jsonl, write_json
 from ..models import VAE
-from ..models.harmonium import GaussianBernoulliRBM, fit_exact
+from ..models.harmonium import GaussianBernoulliRBM
 from ..networks.blocks import BlockNetwork, mlp_blocks
 from ..report import markdown_table
+from ..training import METRICS, fit
 from .base import experiment
 
 REFERENCE = {"paper": (-3.74, -3.70), "public reproduction": (-3.37, -3.31)}
@@ -97,10 +106,15 @@ def build_toy_vae(cfg: GMMToyConfig, centres: Tensor) -> VAE:
     )
 
 
+def component_log_densities(x: Tensor, centres: Tensor, sigma: float) -> Tensor:
+    """log N(x; μ_k, σ²I) for x [N, 2] and centres [K, 2] → [N, K]."""
+    log_var = torch.tensor(2.0 * math.log(sigma))
+    return gaussian_log_density(x[:, None, :], centres[None], log_var).sum(-1)
+
+
 def mixture_log_density(x: Tensor, centres: Tensor, sigma: float) -> Tensor:
     """log p(x) of the equal-weight mixture, x [N, 2] → [N]."""
-    sq = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
-    log_comp = -sq / (2 * sigma**2) - math.log(2 * math.pi * sigma**2)
+    log_comp = component_log_densities(x, centres, sigma)
     return torch.logsumexp(log_comp, dim=1) - math.log(len(centres))
 
 
@@ -109,19 +123,27 @@ def parallelogram_residual(centres: Tensor) -> float:
     return float((centres[0] - centres[1] - centres[2] + centres[3]).norm())
 
 
-def train(
-    model: VAE, x: Tensor, params, steps: int, lr: float, desc: str, progress: bool
-) -> list[float]:
-    """Full-batch Adam on the exact negative ELBO; returns the ELBO per step."""
-    opt = torch.optim.Adam(params, lr=lr)
-    history = []
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5):
-        loss = model(x).negative_elbo.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(-loss.item())
-    return history
+def full_batch(cfg: GMMToyConfig, steps: int, lr: float) -> TrainConfig:
+    """`steps` full-batch Adam steps (one per epoch), each logged."""
+    return TrainConfig(
+        epochs=steps,
+        batch_size=cfg.samples,
+        lr=lr,
+        seed=cfg.seed,
+        device="cpu",
+        log_every=1,
+        checkpoint_every=1000,
+        progress=cfg.progress,
+    )
+
+
+def train(model: VAE, x: Tensor, cfg: GMMToyConfig, steps: int, run_dir: Path) -> list[float]:
+    """Full-batch Adam on the exact negative ELBO of the trainable parameters, as a fit in
+    `run_dir` (resumed, or loaded when finished); returns the ELBO before each step."""
+    data = {"centres": cfg.centres, "sigma": cfg.sigma, "samples": cfg.samples, "seed": cfg.seed}
+    description = {"stage": run_dir.name, "data": data, "hidden": cfg.hidden}
+    fit(model, TensorData(x), full_batch(cfg, steps, cfg.lr), run_dir, description=description)
+    return [-r["negative_elbo"] for r in read_jsonl(run_dir / METRICS) if r["split"] == "train"]
 
 
 @torch.no_grad()
@@ -158,8 +180,7 @@ def posterior_maps(
     """Over grid points x [G, 2]: state probabilities [G, 4] of the true posterior, the
     trained model's exact posterior, its encoder, and the RBM's posterior."""
     codes = all_binary_codes(2)
-    sq = ((grid[:, None, :] - gt_centres[None]) ** 2).sum(-1)
-    truth = torch.softmax(-sq / (2 * sigma**2), dim=1)
+    truth = torch.softmax(component_log_densities(grid, gt_centres, sigma), dim=1)
     x = grid.view(-1, 1, 1, 2)
     _, log_q, log_px_z, _, _ = enumerate_states(model, x)
     model_post = torch.softmax(log_px_z, dim=0).T  # uniform prior
@@ -217,35 +238,19 @@ def run_gmm_toy(cfg: GMMToyConfig, run_dir: Path) -> dict:
     x = data.view(-1, 1, 1, 2)
 
     model = build_toy_vae(cfg, gt)
-    model.decoder.requires_grad_(False)
-    pretrain = train(
-        model,
-        x,
-        model.encoder.parameters(),
-        cfg.pretrain_steps,
-        cfg.lr,
-        "encoder (decoder = truth)",
-        cfg.progress,
-    )
+    model.decoder.requires_grad_(False)  # the encoder alone, for the truth as decoder
+    pretrain = train(model, x, cfg, cfg.pretrain_steps, run_dir / "pretrain")
     before = measure(model, x)
     before_consistency = consistency(model, x)
     model.decoder.requires_grad_(True)
-    joint = train(
-        model, x, model.parameters(), cfg.joint_steps, cfg.lr, "encoder + decoder", cfg.progress
-    )
+    joint = train(model, x, cfg, cfg.joint_steps, run_dir / "joint")
     after = measure(model, x)
     after_consistency = consistency(model, x)
 
-    rbm = GaussianBernoulliRBM(2, 2, sigma=cfg.sigma)
-    fit_exact(
-        rbm,
-        data,
-        steps=cfg.rbm_steps,
-        lr=cfg.rbm_lr,
-        batch_size=len(data),
-        seed=cfg.seed,
-        progress=cfg.progress,
+    rbm = GaussianBernoulliRBM(
+        2, 2, sigma=cfg.sigma, generator=torch.Generator().manual_seed(cfg.seed)
     )
+    fit_exact(rbm, data, full_batch(cfg, cfg.rbm_steps, cfg.rbm_lr), run_dir / "rbm")
     with torch.no_grad():
         rbm_loglik = float(rbm.log_likelihood(data).mean())
         _, rbm_means, _ = rbm.mixture()

@@ -23,15 +23,17 @@ h' = 1), p(z|x) = Π_j Bern(z_j; σ(Wᵀν(x) + b)_j). Three members are impleme
   so AIS runs per length, on ``rbm.at_length(n)``.
 
 All give free energies F(x) = −log Σ_z exp(−E(x, z)) in closed form, so
-log p(x) = −F(x) − log Z. Training: ``fit_exact`` (Adam on the exact negative log-likelihood,
-autograd through log Z) and ``fit_contrastive`` (CD-k or persistent CD via the free-energy
-gradient: loss = F(x_data) − F(x_model) with model samples held fixed). When log Z cannot be
-enumerated (more than 16 units in the relevant layer) use annealed importance sampling,
-``vaelab.evaluation.ais``, for which all three implement the annealing interface
+log p(x) = −F(x) − log Z. When log Z cannot be enumerated (more than 16 units in the relevant
+layer), ``ais_log_partition`` estimates it by annealed importance sampling (the engine of
+``vaelab.inference``), for which all three implement the annealing interface ``Annealable``
 (``base_log_partition``, ``sample_base``, ``log_unnormalised_marginal``, ``gibbs_at``): the
 path is geometric between the base model "W = 0" (visible parameter ``base``, default the
 RBM's own a; hidden bias b) and the RBM, i.e. the RBM with weights βW and visible parameter
-(1 − β)·base + β·a (for the multinomial RBM at a fixed length n).
+(1 − β)·base + β·a (for the multinomial RBM at a fixed length n), with block-Gibbs
+transitions. A base fitted to data (``base_from_data``) is Salakhutdinov & Murray's (2008).
+
+Fitting — exact likelihood, CD-k, PCD — is in ``vaelab.models.harmonium_objectives`` (the
+objectives) and ``vaelab.evaluation.harmonium_fit`` (their fits by the one trainer).
 
 Random numbers come only from explicit ``torch.Generator`` objects where one is passed, so
 seeded runs repeat exactly.
@@ -40,32 +42,31 @@ seeded runs repeat exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..distributions.bernoulli_latent import FactorisedBernoulli, all_binary_codes
 from ..distributions.exponential_family import BernoulliEF, GaussianEF, MultinomialEF
+from ..distributions.normal import LOG_2PI
+from ..inference import AISResult, anneal, as_schedule
 
-if TYPE_CHECKING:
-    from ..evaluation.ais import AISResult
-
-LOG_2PI = math.log(2.0 * math.pi)
 MAX_ENUMERABLE = 16  # 2^16 = 65,536 states
 _CHUNK = 4096  # codes per block when enumerating (bounds memory at 2^16 states)
 
 __all__ = [
+    "Annealable",
     "AtLength",
     "BernoulliBernoulliRBM",
     "GaussianBernoulliRBM",
+    "GibbsPath",
     "Harmonium",
     "MultinomialBernoulliRBM",
-    "fit_contrastive",
-    "fit_exact",
+    "ais_log_likelihood",
+    "ais_log_partition",
 ]
 
 
@@ -79,16 +80,22 @@ def _logsumexp_over_codes(n_bits: int, fn: Callable[[Tensor], Tensor], like: Ten
 def _too_many(what: str, n: int) -> ValueError:
     return ValueError(
         f"{what} has {n} units: 2^{n} states are too many to enumerate (max "
-        f"{MAX_ENUMERABLE}); estimate log Z with vaelab.evaluation.ais.ais_log_partition"
+        f"{MAX_ENUMERABLE}); estimate log Z with vaelab.models.harmonium.ais_log_partition"
     )
 
 
 class Harmonium(nn.Module):
     """Code shared by harmoniums with H binary hidden units z (ψ(z) = z).
 
-    Subclasses define ``hidden_logits(x, beta)``, ``sample_visible(z, beta, base, generator)``
-    (or override ``gibbs_at``, as ``MultinomialBernoulliRBM`` does: its visible sample needs the
-    documents' lengths), ``free_energy``, ``negative_energy`` and ``log_partition``.
+    Along the annealing path (β = 1: the RBM itself) the hidden units sum out of
+    p_0^{1−β} p_1^β in closed form:
+
+        log f_β(x) = visible_potential(x, β, base) + Σ_j softplus(hidden_logits(x, β)_j),
+
+    and F(x) = −log f_1(x). Subclasses define ``hidden_logits``, ``visible_potential``,
+    ``draw_visible`` (a sample of the visible family at a mean or logits; the multinomial RBM
+    instead overrides the samplers, which need the documents' lengths), ``negative_energy`` and
+    ``log_partition``.
     """
 
     visible: int
@@ -110,16 +117,12 @@ class Harmonium(nn.Module):
     def hidden_logits(self, x: Tensor, beta: float = 1.0) -> Tensor:
         raise NotImplementedError
 
-    def sample_visible(
-        self,
-        z: Tensor,
-        beta: float = 1.0,
-        base: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
+    def visible_potential(self, x: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
+        """The visible units' term of log f_β(x), per example [B]."""
         raise NotImplementedError
 
-    def free_energy(self, x: Tensor) -> Tensor:
+    def draw_visible(self, parameter: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x from the visible family at its mean or logits `parameter` [..., D]."""
         raise NotImplementedError
 
     def log_partition(self) -> Tensor:
@@ -142,6 +145,31 @@ class Harmonium(nn.Module):
             x = self.gibbs_at(x, 1.0, generator=generator)
         return x
 
+    def visible_parameter(self, z: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
+        """a_β + βWz, a_β = (1 − β)·base + β·a: the mean (Gaussian) or logits of p_β(x|z); at
+        β = 1, a + Wz, that of p(x|z)."""
+        if beta == 1.0:
+            return self.a + z @ self.W.T
+        return self._visible_at(beta, base) + beta * (z @ self.W.T)
+
+    def sample_visible(
+        self,
+        z: Tensor,
+        beta: float = 1.0,
+        base: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """x ~ p_β(x|z) (β = 1: p(x|z))."""
+        return self.draw_visible(self.visible_parameter(z, beta, base), generator)
+
+    def _log_marginal(self, x: Tensor, beta: float, base: Tensor | None) -> Tensor:
+        softplus = F.softplus(self.hidden_logits(x, beta)).sum(-1)
+        return self.visible_potential(x, beta, base) + softplus
+
+    def free_energy(self, x: Tensor) -> Tensor:
+        """F(x) = −log Σ_z exp(−E(x, z)), per example [B] (differentiable)."""
+        return -self._log_marginal(x, 1.0, None)
+
     def log_likelihood(self, x: Tensor) -> Tensor:
         """Exact log p(x) = −F(x) − log Z per example [B] (differentiable)."""
         return -self.free_energy(x) - self.log_partition()
@@ -151,7 +179,7 @@ class Harmonium(nn.Module):
         """Whether ``log_partition`` is exact (enumeration over ≤ 16 units)."""
         raise NotImplementedError
 
-    # ----- annealing interface for vaelab.evaluation.ais
+    # ----- the annealing interface (``Annealable``)
     def _base(self, base: Tensor | None) -> Tensor:
         return self.a.detach() if base is None else base.to(self.a)
 
@@ -166,11 +194,31 @@ class Harmonium(nn.Module):
         base: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """One Gibbs sweep leaving p_β(x) invariant (the RBM with βW, visible (1−β)base + βa)."""
+        """One Gibbs sweep z ~ p_β(z|x), x' ~ p_β(x'|z), leaving p_β(x) invariant (the RBM with
+        βW and visible parameter (1−β)base + βa; β = 1: the RBM, used by ``gibbs``)."""
         z = self.sample_hidden(x, beta, generator)
+        return self._visible_after(x, z, beta, base, generator)
+
+    def _visible_after(self, x: Tensor, z: Tensor, beta: float, base, generator) -> Tensor:
+        """The sweep's visible step from x given z: x' ~ p_β(x'|z)."""
         return self.sample_visible(z, beta, base, generator)
 
-    def _check(self, x: Tensor) -> None:
+    @torch.no_grad()
+    def sample_base(
+        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """n exact samples of the base p_0(x): the visible family at `base` (default a)."""
+        return self.draw_visible(self._base(base).expand(n, self.visible), generator)
+
+    @torch.no_grad()
+    def log_unnormalised_marginal(
+        self, x: Tensor, beta: float, base: Tensor | None = None
+    ) -> Tensor:
+        """log f_β(x) [B] (β = 0: the base; β = 1: −F(x))."""
+        return self._log_marginal(x, beta, base)
+
+    def check_data(self, x: Tensor) -> None:
+        """Refuse data that is not [N, visible] (and, per subclass, not in the support)."""
         if x.dim() != 2 or x.shape[1] != self.visible:
             raise ValueError(f"expected data of shape [N, {self.visible}], got {list(x.shape)}")
 
@@ -183,7 +231,7 @@ class GaussianBernoulliRBM(Harmonium):
     p(z|x) = Π Bern(σ(b + Wᵀx/σ²)). σ is a buffer, or a parameter (log σ) with learn_sigma.
     """
 
-    visible_family = GaussianEF()
+    visible_family = GaussianEF()  # ν(x) = (x, x²)
 
     def __init__(
         self,
@@ -218,38 +266,30 @@ class GaussianBernoulliRBM(Harmonium):
 
     def conditional_mean(self, z: Tensor) -> Tensor:
         """E[x|z] = a + Wz."""
-        return self.a + z @ self.W.T
+        return self.visible_parameter(z)
 
     def conditional_natural_parameters(self, z: Tensor) -> Tensor:
         """p(x|z) in ``GaussianEF`` form: ((a + Wz)/σ², −1/(2σ²)), shape [..., 2D]."""
         return GaussianEF.natural_parameters(self.conditional_mean(z), self.log_sigma)
 
-    def sample_visible(
-        self,
-        z: Tensor,
-        beta: float = 1.0,
-        base: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """x ~ N(a_β + βWz, σ²I), a_β = (1 − β)·base + β·a (β = 1: p(x|z))."""
-        if beta == 1.0:
-            mean = self.conditional_mean(z)
-        else:
-            mean = self._visible_at(beta, base) + beta * (z @ self.W.T)
+    def draw_visible(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x ~ N(mean, σ²I)."""
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + self.sigma * noise
+
+    def visible_potential(self, x: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
+        """−[(1−β)‖x − base‖² + β‖x − a‖²]/(2σ²); so F(x) = ‖x − a‖²/(2σ²) − Σ_j softplus(b_j +
+        (Wᵀx)_j/σ²)."""
+        inv_var = torch.exp(-2.0 * self.log_sigma)
+        to_base = ((x - self._base(base)) ** 2).sum(-1)
+        far = (1.0 - beta) * to_base + beta * ((x - self.a) ** 2).sum(-1)
+        return -0.5 * inv_var * far
 
     def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
         """−E(x, z) = −‖x − a‖²/(2σ²) + xᵀWz/σ² + bᵀz (broadcast over leading dimensions)."""
         inv_var = torch.exp(-2.0 * self.log_sigma)
         quadratic = -0.5 * inv_var * ((x - self.a) ** 2).sum(-1)
         return quadratic + inv_var * ((x @ self.W) * z).sum(-1) + z @ self.b
-
-    def free_energy(self, x: Tensor) -> Tensor:
-        """F(x) = ‖x − a‖²/(2σ²) − Σ_j softplus(b_j + (Wᵀx)_j/σ²), per example [B]."""
-        inv_var = torch.exp(-2.0 * self.log_sigma)
-        quadratic = 0.5 * inv_var * ((x - self.a) ** 2).sum(-1)
-        return quadratic - F.softplus(self.hidden_logits(x)).sum(-1)
 
     def _component_scores(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(bᵀz + (‖a + Wz‖² − ‖a‖²)/(2σ²), a + Wz) for codes z [K, H]: unnormalised log
@@ -285,36 +325,13 @@ class GaussianBernoulliRBM(Harmonium):
             return self.gibbs(self.sample_base(n, generator=generator), gibbs_steps, generator)
         log_weights, means, sigma = self.mixture()
         k = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
-        noise = torch.randn(
-            (n, self.visible), generator=generator, dtype=means.dtype, device=means.device
-        )
-        return means[k] + sigma * noise
+        return self.draw_visible(means[k], generator)
 
-    # ----- annealing interface (vaelab.evaluation.ais)
+    # ----- the annealing interface (``Annealable``)
     def base_log_partition(self, base: Tensor | None = None) -> Tensor:
         """log Z of the base p_0(x, z) ∝ exp(−‖x − base‖²/(2σ²) + bᵀz)."""
         with torch.no_grad():
             return 0.5 * self.visible * (LOG_2PI + 2.0 * self.log_sigma) + F.softplus(self.b).sum()
-
-    @torch.no_grad()
-    def sample_base(
-        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        mean = self._base(base).expand(n, self.visible)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + self.sigma * noise
-
-    @torch.no_grad()
-    def log_unnormalised_marginal(
-        self, x: Tensor, beta: float, base: Tensor | None = None
-    ) -> Tensor:
-        """log f_β(x) = −[(1−β)‖x − base‖² + β‖x − a‖²]/(2σ²) + Σ_j softplus(b_j + β(Wᵀx)_j/σ²)
-        (the geometric path p_0^{1−β} p_1^β summed over z; β = 1 gives −F(x))."""
-        inv_var = torch.exp(-2.0 * self.log_sigma)
-        far = (1.0 - beta) * ((x - self._base(base)) ** 2).sum(-1) + beta * ((x - self.a) ** 2).sum(
-            -1
-        )
-        return -0.5 * inv_var * far + F.softplus(self.hidden_logits(x, beta)).sum(-1)
 
     def base_from_data(self, data: Tensor) -> Tensor:
         """A base close to the data for AIS: the data mean as the base's visible mean."""
@@ -327,7 +344,7 @@ class BernoulliBernoulliRBM(Harmonium):
     p(x|z) = Π Bern(σ(a + Wz)) and p(z|x) = Π Bern(σ(b + Wᵀx)).
     """
 
-    visible_family = BernoulliEF()
+    visible_family = BernoulliEF()  # ν(x) = x
 
     def __init__(
         self,
@@ -349,31 +366,21 @@ class BernoulliBernoulliRBM(Harmonium):
 
     def visible_logits(self, z: Tensor) -> Tensor:
         """a + Wz: the logits of p(x|z) (its ``BernoulliEF`` natural parameters)."""
-        return self.a + z @ self.W.T
+        return self.visible_parameter(z)
 
     conditional_natural_parameters = visible_logits
 
-    def sample_visible(
-        self,
-        z: Tensor,
-        beta: float = 1.0,
-        base: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """x ~ Π Bern(σ(a_β + βWz)), a_β = (1 − β)·base + β·a (β = 1: p(x|z))."""
-        if beta == 1.0:
-            logits = self.visible_logits(z)
-        else:
-            logits = self._visible_at(beta, base) + beta * (z @ self.W.T)
+    def draw_visible(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x ~ Π Bern(σ(logits))."""
         return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+    def visible_potential(self, x: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
+        """a_βᵀx, a_β = (1 − β)·base + β·a; so F(x) = −aᵀx − Σ_j softplus(b_j + (Wᵀx)_j)."""
+        return x @ self._visible_at(beta, base)
 
     def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
         """−E(x, z) = xᵀWz + aᵀx + bᵀz (broadcast over leading dimensions)."""
         return ((x @ self.W) * z).sum(-1) + x @ self.a + z @ self.b
-
-    def free_energy(self, x: Tensor) -> Tensor:
-        """F(x) = −aᵀx − Σ_j softplus(b_j + (Wᵀx)_j), per example [B]."""
-        return -(x @ self.a) - F.softplus(self.hidden_logits(x)).sum(-1)
 
     def hidden_free_energy(self, z: Tensor) -> Tensor:
         """F'(z) = −bᵀz − Σ_i softplus(a_i + (Wz)_i) = −log Σ_x exp(−E(x, z))."""
@@ -414,26 +421,11 @@ class BernoulliBernoulliRBM(Harmonium):
             return self.sample_visible(codes[k], generator=generator)
         return codes[k]
 
-    # ----- annealing interface (vaelab.evaluation.ais)
+    # ----- the annealing interface (``Annealable``)
     def base_log_partition(self, base: Tensor | None = None) -> Tensor:
         """log Z of the base p_0(x, z) ∝ exp(baseᵀx + bᵀz): Σ softplus(base) + Σ softplus(b)."""
         with torch.no_grad():
             return F.softplus(self._base(base)).sum() + F.softplus(self.b).sum()
-
-    @torch.no_grad()
-    def sample_base(
-        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
-        probs = torch.sigmoid(self._base(base)).expand(n, self.visible)
-        return torch.bernoulli(probs, generator=generator)
-
-    @torch.no_grad()
-    def log_unnormalised_marginal(
-        self, x: Tensor, beta: float, base: Tensor | None = None
-    ) -> Tensor:
-        """log f_β(x) = a_βᵀx + Σ_j softplus(b_j + β(Wᵀx)_j), a_β = (1−β)·base + β·a
-        (the geometric path p_0^{1−β} p_1^β summed over z; β = 1 gives −F(x))."""
-        return x @ self._visible_at(beta, base) + F.softplus(self.hidden_logits(x, beta)).sum(-1)
 
     def base_from_data(self, data: Tensor, smoothing: float = 1.0) -> Tensor:
         """Salakhutdinov & Murray's base for AIS: logits of the (smoothed) mean of each pixel."""
@@ -483,7 +475,7 @@ class MultinomialBernoulliRBM(Harmonium):
     which runs AIS once per distinct length in x.
     """
 
-    visible_family = MultinomialEF()
+    visible_family = MultinomialEF()  # ν(x) = x, the counts
 
     def __init__(
         self,
@@ -499,6 +491,7 @@ class MultinomialBernoulliRBM(Harmonium):
 
     @property
     def vocab(self) -> int:
+        """K, the vocabulary's size (the visible units)."""
         return self.visible
 
     @property
@@ -521,7 +514,7 @@ class MultinomialBernoulliRBM(Harmonium):
     def visible_logits(self, z: Tensor) -> Tensor:
         """a + Wz: the logits of p(x|z, n) = Mult(n, softmax(a + Wz)) (its ``MultinomialEF``
         natural parameters)."""
-        return self.a + z @ self.W.T
+        return self.visible_parameter(z)
 
     conditional_natural_parameters = visible_logits
 
@@ -535,10 +528,7 @@ class MultinomialBernoulliRBM(Harmonium):
     ) -> Tensor:
         """x ~ Mult(n, softmax(a_β + βWz)), a_β = (1 − β)·base + β·a (β = 1: p(x|z, n));
         `length`: one n for all rows, or one per row of z [B, H]."""
-        if beta == 1.0:
-            logits = self.visible_logits(z)
-        else:
-            logits = self._visible_at(beta, base) + beta * (z @ self.W.T)
+        logits = self.visible_parameter(z, beta, base)
         return _multinomial_counts(logits, torch.as_tensor(length, device=z.device), generator)
 
     def negative_energy(self, x: Tensor, z: Tensor) -> Tensor:
@@ -548,10 +538,10 @@ class MultinomialBernoulliRBM(Harmonium):
         log_h = self.visible_family.log_base_measure(x)
         return log_h + ((x @ self.W) * z).sum(-1) + x @ self.a + bias
 
-    def free_energy(self, x: Tensor) -> Tensor:
-        """F(x) = −log h(x) − aᵀx − Σ_j softplus(c(n)b_j + (Wᵀx)_j), per document [B]."""
-        log_h = self.visible_family.log_base_measure(x)
-        return -log_h - x @ self.a - F.softplus(self.hidden_logits(x)).sum(-1)
+    def visible_potential(self, x: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
+        """log h(x) + a_βᵀx, a_β = (1 − β)·base + β·a (at each document's own length); so
+        F(x) = −log h(x) − aᵀx − Σ_j softplus(c(n)b_j + (Wᵀx)_j)."""
+        return self.visible_family.log_base_measure(x) + x @ self._visible_at(beta, base)
 
     def _code_scores(self, z: Tensor, lengths: Tensor) -> Tensor:
         """log Σ_x h(x) exp(−E(x, z)) = c(n)·bᵀz + n·logsumexp_k(a + Wz)_k (the multinomial
@@ -577,17 +567,9 @@ class MultinomialBernoulliRBM(Harmonium):
         distinct, index = self.lengths(x).unique(return_inverse=True)
         return -self.free_energy(x) - self.log_partition(distinct)[index]
 
-    @torch.no_grad()
-    def gibbs_at(
-        self,
-        x: Tensor,
-        beta: float,
-        base: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """One Gibbs sweep z ~ p_β(z|x), x ~ p_β(x|z, n) keeping each document's length n
-        (leaves p_β(x | n) invariant; β = 1: the RBM, used by ``gibbs``)."""
-        z = self.sample_hidden(x, beta, generator)
+    def _visible_after(self, x: Tensor, z: Tensor, beta: float, base, generator) -> Tensor:
+        """x' ~ p_β(x'|z, n) with each document's length n kept: the sweep leaves p_β(x | n)
+        invariant."""
         return self.sample_visible(z, self.lengths(x), beta, base, generator)
 
     @torch.no_grad()
@@ -611,12 +593,12 @@ class MultinomialBernoulliRBM(Harmonium):
         k = torch.multinomial(probs[index], 1, generator=generator).squeeze(-1)
         return self.sample_visible(codes[k], lengths, generator=generator)
 
-    def _check(self, x: Tensor) -> None:
-        super()._check(x)
+    def check_data(self, x: Tensor) -> None:
+        super().check_data(x)
         if (x < 0).any() or (x != x.round()).any():
             raise ValueError("expected word counts: non-negative integers")
 
-    # ----- annealing interface (vaelab.evaluation.ais), per document length
+    # ----- the annealing interface (``Annealable``), per document length
     def at_length(self, length: int) -> AtLength:
         """The RBM restricted to documents of `length` words, for ``ais_log_partition``."""
         return AtLength(self, length)
@@ -653,17 +635,6 @@ class MultinomialBernoulliRBM(Harmonium):
         lengths = torch.tensor(float(self._require(length)), device=self.a.device)
         return _multinomial_counts(self._base(base).expand(n, self.visible), lengths, generator)
 
-    @torch.no_grad()
-    def log_unnormalised_marginal(
-        self, x: Tensor, beta: float, base: Tensor | None = None
-    ) -> Tensor:
-        """log f_β(x) = log h(x) + a_βᵀx + Σ_j softplus(c(n)b_j + β(Wᵀx)_j),
-        a_β = (1−β)·base + β·a (the geometric path at each document's own length; β = 1
-        gives −F(x))."""
-        log_h = self.visible_family.log_base_measure(x)
-        softplus = F.softplus(self.hidden_logits(x, beta)).sum(-1)
-        return log_h + x @ self._visible_at(beta, base) + softplus
-
     def base_from_data(self, data: Tensor, smoothing: float = 1.0) -> Tensor:
         """A base close to the data for AIS: the log of the smoothed unigram frequencies (the
         maximum-likelihood multinomial, as logits)."""
@@ -674,25 +645,23 @@ class MultinomialBernoulliRBM(Harmonium):
         self, x: Tensor, base: Tensor | None = None, **ais_options
     ) -> tuple[Tensor, dict[int, AISResult]]:
         """log p(x | n) ≈ −F(x) − log Ẑ(n) per document [B], AIS run once per distinct length
-        in x (options as for ``vaelab.evaluation.ais.ais_log_partition``); returns it with the
-        AISResult of every length."""
-        from ..evaluation.ais import ais_log_partition
-
+        in x (options as for ``ais_log_partition``); returns it with the AISResult of every
+        length."""
         x = x.to(self.W)
         lengths = self.lengths(x).round().long()
         results = {
             n: ais_log_partition(self.at_length(n), base=base, **ais_options)
             for n in lengths.unique().tolist()
         }
-        log_z = torch.tensor([results[n].log_z for n in lengths.tolist()], dtype=x.dtype)
-        return self.log_unnormalised_marginal(x, 1.0, base) - log_z.to(x.device), results
+        log_z = torch.stack([results[n].log_z for n in lengths.tolist()]).to(x)
+        return self.log_unnormalised_marginal(x, 1.0, base) - log_z, results
 
 
 class AtLength:
-    """A ``MultinomialBernoulliRBM`` restricted to documents of a fixed length n: the annealing
-    interface of ``vaelab.evaluation.ais`` (whose normaliser is Z(n)), e.g.
-    ``ais_log_partition(rbm.at_length(60), chains=100, betas=1000)`` estimates log Z(60) and
-    ``rbm.at_length(60).log_partition()`` is its exact value (H ≤ 16)."""
+    """A ``MultinomialBernoulliRBM`` restricted to documents of a fixed length n: an
+    ``Annealable`` whose normaliser is Z(n), e.g. ``ais_log_partition(rbm.at_length(60),
+    chains=100, betas=1000)`` estimates log Z(60) and ``rbm.at_length(60).log_partition()`` is
+    its exact value (H ≤ 16)."""
 
     def __init__(self, model: MultinomialBernoulliRBM, length: int):
         if int(length) != length or length < 0:
@@ -705,140 +674,93 @@ class AtLength:
     def log_partition(self) -> Tensor:
         return self.model.log_partition(self.length)
 
-    def base_log_partition(self, base: Tensor | None = None) -> Tensor:
+    def base_log_partition(self, base=None) -> Tensor:
         return self.model.base_log_partition(base, length=self.length)
 
-    def sample_base(
-        self, n: int, base: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def sample_base(self, n: int, base=None, generator=None) -> Tensor:
         return self.model.sample_base(n, base, generator, length=self.length)
 
-    def log_unnormalised_marginal(
-        self, x: Tensor, beta: float, base: Tensor | None = None
-    ) -> Tensor:
+    def log_unnormalised_marginal(self, x: Tensor, beta: float, base=None) -> Tensor:
         return self.model.log_unnormalised_marginal(x, beta, base)
 
-    def gibbs_at(
-        self,
-        x: Tensor,
-        beta: float,
-        base: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
+    def gibbs_at(self, x: Tensor, beta: float, base=None, generator=None) -> Tensor:
         return self.model.gibbs_at(x, beta, base, generator)
 
 
-# ----------------------------------------------------------------------------- training
-def _batches(data: Tensor, batch_size: int | None, generator: torch.Generator) -> Iterator[Tensor]:
-    """Endless minibatches: shuffled epochs of `batch_size` (the whole set when None)."""
-    n = len(data)
-    if batch_size is None or batch_size >= n:
-        while True:
-            yield data
-    while True:
-        order = torch.randperm(n, generator=generator, device=generator.device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield data[order[start : start + batch_size]]
+# ----------------------------------------------------------------------------- AIS of log Z
+@runtime_checkable
+class Annealable(Protocol):
+    """A model with an annealing path to it from a tractable base (the RBMs above, and
+    ``AtLength`` views). ``base`` (a tensor, or None for the model's default) parameterises
+    the base model and is passed through untouched; ``generator`` is a ``torch.Generator``.
+
+    * ``base_log_partition(base)``: log Z_0 (a scalar);
+    * ``sample_base(n, base, generator)``: n exact samples of p_0(x), [n, ...];
+    * ``log_unnormalised_marginal(x, beta, base)``: log f_β(x) per sample [n], the hidden
+      units summed out; β = 0 is the base, β = 1 equals −F(x) of the target;
+    * ``gibbs_at(x, beta, base, generator)``: one transition leaving p_β(x) ∝ f_β(x)
+      invariant (for an RBM a block-Gibbs sweep x → z → x).
+    """
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+    def base_log_partition(self, base=None) -> Tensor: ...
+
+    def sample_base(self, n: int, base=None, generator=None) -> Tensor: ...
+
+    def log_unnormalised_marginal(self, x: Tensor, beta: float, base=None) -> Tensor: ...
+
+    def gibbs_at(self, x: Tensor, beta: float, base=None, generator=None) -> Tensor: ...
 
 
-def _setup(rbm: Harmonium, data: Tensor, seed: int) -> tuple[Tensor, torch.Generator]:
-    rbm._check(data)
-    data = data.to(rbm.W)
-    return data, torch.Generator(device=data.device).manual_seed(seed)
+class GibbsPath:
+    """An ``Annealable`` model's path with its Gibbs transitions, drawing from `generator`:
+    the ``vaelab.inference.AnnealingPath`` (states: visible samples [M, D])."""
+
+    def __init__(self, model: Annealable, base: Tensor | None, generator: torch.Generator):
+        self.model, self.base, self.generator = model, base, generator
+
+    def log_density(self, x: Tensor, beta: float) -> Tensor:
+        return self.model.log_unnormalised_marginal(x, beta, base=self.base)
+
+    def transition(self, x: Tensor, beta: float) -> Tensor:
+        return self.model.gibbs_at(x, beta, base=self.base, generator=self.generator)
+
+    def diagnostics(self, x: Tensor) -> dict[str, Tensor]:
+        return {}
 
 
-def fit_exact(
-    rbm: Harmonium,
-    data: Tensor,
-    steps: int = 500,
-    lr: float = 1e-2,
-    batch_size: int | None = None,
+@torch.no_grad()
+def ais_log_partition(
+    model: Annealable,
+    chains: int = 100,
+    betas: int | Sequence[float] | Tensor = 1000,
+    base: Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> list[float]:
-    """Maximum likelihood: Adam on the exact −mean log p(x) (autograd through log Z).
+) -> AISResult:
+    """AIS estimate of log Z of `model` with `chains` parallel chains (Salakhutdinov & Murray
+    2008): ``result.log_z`` (biased low for too short a schedule), with its ``std_error``,
+    ``ess`` and bootstrap ``interval()``.
 
-    Returns the minibatch's mean exact log-likelihood (nats per example) at every step,
-    evaluated before that step's update. Needs an enumerable RBM (≤ 16 units in a layer).
+    `betas`: an int K (K transitions on a linear schedule) or the inverse temperatures
+    themselves, rising from 0 to 1 (``vaelab.inference``: ``linear_schedule``,
+    ``sigmoid_schedule``, ``piecewise_schedule``). `base`: passed to the model (its base's
+    visible parameter). `seed` seeds the chains, so the result repeats.
     """
-    if not rbm.enumerable:
-        raise ValueError("fit_exact needs an enumerable log Z (≤ 16 units); use fit_contrastive")
-    data, generator = _setup(rbm, data, seed)
-    optimiser = torch.optim.Adam(rbm.parameters(), lr=lr)
-    batches = _batches(data, batch_size, generator)
-    history = []
-    for _ in tqdm(range(steps), desc="fit_exact", disable=not progress, mininterval=0.5):
-        log_likelihood = rbm.log_likelihood(next(batches)).mean()
-        optimiser.zero_grad(set_to_none=True)
-        (-log_likelihood).backward()
-        optimiser.step()
-        history.append(log_likelihood.item())
-    return history
+    schedule = as_schedule(betas)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    start = model.sample_base(chains, base=base, generator=generator)
+    path = GibbsPath(model, base, generator)
+    return anneal(path, start, schedule, model.base_log_partition(base=base), progress=progress)
 
 
-def fit_contrastive(
-    rbm: Harmonium,
-    data: Tensor,
-    steps: int = 500,
-    lr: float = 1e-2,
-    k: int = 1,
-    persistent: bool = False,
-    batch_size: int | None = None,
-    seed: int = 0,
-    chains: int | None = None,
-    lr_decay: bool = True,
-    optimizer: str = "adam",
-    momentum: float = 0.5,
-    track_likelihood: bool | None = None,
-    progress: bool = True,
-) -> list[float]:
-    """Contrastive divergence CD-k (chains restart at the minibatch) or persistent CD
-    (`persistent=True`: `chains` Gibbs chains, default the batch size, started at random
-    training examples and carried across steps), each step running k Gibbs sweeps.
-
-    Gradient by the free-energy trick: Adam on F(x_data).mean() − F(x_model).mean() with the
-    model samples held fixed, whose gradient is the CD/PCD estimate of −∇ mean log p(x).
-    `optimizer`: "adam" or "sgd" (with `momentum`); `lr_decay`: the learning rate falls
-    linearly to zero over the run (Tieleman 2008) — without it PCD's estimate of a sharply
-    peaked model oscillates instead of settling.
-
-    Returns per step: the minibatch's mean exact log-likelihood (before the update) when
-    `track_likelihood` (default: whenever log Z is enumerable), else the surrogate loss.
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    data, generator = _setup(rbm, data, seed)
-    track = rbm.enumerable if track_likelihood is None else track_likelihood
-    if optimizer == "adam":
-        optimiser = torch.optim.Adam(rbm.parameters(), lr=lr)
-    elif optimizer == "sgd":
-        optimiser = torch.optim.SGD(rbm.parameters(), lr=lr, momentum=momentum)
-    else:
-        raise ValueError(f'optimizer must be "adam" or "sgd", got {optimizer!r}')
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 1.0 - step / steps if lr_decay else 1.0
-    )
-    batches = _batches(data, batch_size, generator)
-    state: Tensor | None = None
-    if persistent:
-        n_chains = chains or min(batch_size or len(data), len(data))
-        start = torch.randint(len(data), (n_chains,), generator=generator, device=data.device)
-        state = data[start].clone()
-    history = []
-    label = "PCD" if persistent else "CD"
-    for _ in tqdm(range(steps), desc=f"{label}-{k}", disable=not progress, mininterval=0.5):
-        batch = next(batches)
-        negative = rbm.gibbs(state if persistent else batch, k, generator)
-        if persistent:
-            state = negative
-        loss = rbm.free_energy(batch).mean() - rbm.free_energy(negative).mean()
-        if track:
-            with torch.no_grad():
-                history.append(rbm.log_likelihood(batch).mean().item())
-        else:
-            history.append(loss.item())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return history
+def ais_log_likelihood(model: Annealable, data: Tensor, **ais_options) -> tuple[Tensor, AISResult]:
+    """log p(x) ≈ −F(x) − log Ẑ per example [N], with the AIS result (options as for
+    ``ais_log_partition``). Inherits AIS's bias: log Ẑ low ⇒ log-likelihoods too high."""
+    result = ais_log_partition(model, **ais_options)
+    data = data.to(next(model.parameters()))
+    with torch.no_grad():
+        log_f = model.log_unnormalised_marginal(data, 1.0, base=ais_options.get("base"))
+    return log_f - result.log_z.to(log_f), result
