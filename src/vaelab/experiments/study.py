@@ -68,6 +68,10 @@ class StudyRun:
     def model(self) -> VAE:
         return self.run.model
 
+    @property
+    def test_data(self) -> ImageData:
+        return self.run.test_data
+
     def betas(self, betas: list[float]) -> list[float]:
         """The β values at which to look at the run: all of them if it is β-conditional."""
         return list(betas) if self.regime.conditional else [self.model.beta]
@@ -81,18 +85,15 @@ def regime_configs(
     one run for a β-conditional regime (`cfg.conditioning_fields()`); all of `cfg`'s
     architecture and budget."""
     train = cfg.training()
-    models = {}
+    runs = {}
     for regime, sigma_mode in sigma_modes.items():
         fields = cfg.architecture() | regime.overrides(sigma_mode)
         if regime.conditional:
-            models[regime.name] = (regime, ModelConfig(**fields, **cfg.conditioning_fields()))
+            models = {regime.name: ModelConfig(**fields, **cfg.conditioning_fields())}
         else:
-            for beta in betas:
-                models[f"{regime.name}/beta{beta:g}"] = (regime, ModelConfig(**fields, beta=beta))
-    return {
-        name: (regime, Config(data=data, model=model, train=train))
-        for name, (regime, model) in models.items()
-    }
+            models = {f"{regime.name}/beta{b:g}": ModelConfig(**fields, beta=b) for b in betas}
+        runs |= {name: (regime, Config(data, model, train)) for name, model in models.items()}
+    return runs
 
 
 def train_regimes(
@@ -172,7 +173,7 @@ def sample_quality_study(
     extractor = get_feature_extractor(
         train, cfg.inception_weights, device=cfg.device, progress=cfg.progress
     )
-    real = runs[0].run.test_data.images[: cfg.fid_samples]
+    real = runs[0].test_data.images[: cfg.fid_samples]
     rows = []
     for study_run in runs:
         second = None
