@@ -78,7 +78,7 @@ def evaluate_at(run: StudyRun, beta: float, cfg: DisentanglementConfig) -> dict[
         cfg.seed,
         cfg.metric_scale,
     )
-    test = run.test_data
+    test = run.run.test_data
     kl = kl_decomposition(run.model, test, n=cfg.kl_examples, random_state=cfg.seed, beta=beta)
     x = test.batch(slice(0, cfg.kl_examples)).to(next(run.model.parameters()).device)
     active = active_units(run.model, x, beta=beta)
@@ -149,7 +149,7 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
         fids = two_stage_fids(sample_quality_study(runs, cfg.betas, cfg, run_dir))
     conditional = next(r for r in runs if r.regime == DECOUPLED_CONDITIONAL)
     device = next(conditional.model.parameters()).device
-    x = conditional.test_data.batch(slice(0, 256)).to(device)
+    x = conditional.run.test_data.batch(slice(0, 256)).to(device)
     ts = torch.linspace(-0.2, 0.2, 41)
     slices, _ = loss_slices(conditional.model, x, cfg.slice_gammas, ts, seed=cfg.seed)
     plot_loss_slices(run_dir / "loss_slices.png", cfg.slice_gammas, ts, slices)

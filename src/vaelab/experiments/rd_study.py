@@ -124,7 +124,7 @@ def posterior_figure(runs: list[StudyRun], betas: list[float], path: Path, k: in
         regime = run.regime.label
         channels = None
         for beta in run.betas(betas):
-            mean, log_var = posterior_moments(run.model, run.test_data.limit(2000), beta)
+            mean, log_var = posterior_moments(run.model, run.run.test_data.limit(2000), beta)
             if channels is None:
                 channels = most_active_channels(log_var, mean, k)
             density = aggregate_density(mean, log_var, grid)[channels]
@@ -174,7 +174,7 @@ def run_rd_study(cfg: RDStudyConfig, run_dir: Path) -> dict:
     points = [
         p
         for run in runs
-        for p in rd_points(run.model, run.test_data, rd_grid, run.regime.label, run.name)
+        for p in rd_points(run.model, run.run.test_data, rd_grid, run.regime.label, run.name)
     ]
     write_rd(run_dir, points, title=f"{cfg.dataset}: test set")
 

@@ -68,10 +68,6 @@ class StudyRun:
     def model(self) -> VAE:
         return self.run.model
 
-    @property
-    def test_data(self) -> ImageData:
-        return self.run.test_data
-
     def betas(self, betas: list[float]) -> list[float]:
         """The β values at which to look at the run: all of them if it is β-conditional."""
         return list(betas) if self.regime.conditional else [self.model.beta]
@@ -173,7 +169,7 @@ def sample_quality_study(
     extractor = get_feature_extractor(
         train, cfg.inception_weights, device=cfg.device, progress=cfg.progress
     )
-    real = runs[0].test_data.images[: cfg.fid_samples]
+    real = runs[0].run.test_data.images[: cfg.fid_samples]
     rows = []
     for study_run in runs:
         second = None
