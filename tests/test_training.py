@@ -15,17 +15,18 @@ import torch
 from conftest import run_env
 from torch import nn
 
+from vaelab.checkpoint import load_checkpoint
 from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
-from vaelab.data.base import ImageData
+from vaelab.data.base import ImageData, TensorData
 from vaelab.errors import CheckpointError, TrainingDiverged
+from vaelab.estimators import ObjectiveTerms
 from vaelab.evaluation import evaluate
 from vaelab.files import read_jsonl
 from vaelab.models import build_vae
-from vaelab.runs import load_run, seed_everything, train_run
-from vaelab.checkpoint import load_checkpoint
-from vaelab.training import CHECKPOINT, METRICS, Trainer
+from vaelab.runs import find_runs, load_run, seed_everything, train_run
+from vaelab.training import CHECKPOINT, METRICS, Trainer, fit
 
 TINY_MODEL = ["model.latent_dim=4", "model.hidden=[32]"]
 
@@ -272,3 +273,60 @@ def test_a_config_key_added_after_a_run_started_reads_as_its_default(tmp_path):
     current["model"]["multinomial_convention"] = "full"  # not the default ("saturated")
     with pytest.raises(ConfigError, match="model.multinomial_convention"):
         check_same_run(saved, current, tmp_path)
+
+
+class _Regression(nn.Module):
+    """(x, y) batches → per-example squared error; interrupts itself at `stop_at` calls."""
+
+    def __init__(self, stop_at: int | None = None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3, 1)
+        self.calls, self.stop_at = 0, stop_at
+
+    def forward(self, batch):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        x, y = batch
+        error = (self.linear(x)[:, 0] - y) ** 2
+        return ObjectiveTerms(error, {"abs_error": error.sqrt()})
+
+
+def test_fit_on_tensor_pairs_with_sgd_and_a_linear_schedule_resumes_exactly(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, generator=g)
+    data = TensorData(x, x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(40, generator=g))
+    cfg = TrainConfig(
+        epochs=4, batch_size=8, optimizer="sgd", momentum=0.9, lr=0.05, lr_schedule="linear",
+        checkpoint_every=3, log_every=2, progress=False, device="cpu",
+    )  # fmt: skip
+    whole = _Regression()
+    fit(whole, data, cfg, tmp_path / "whole")
+    interrupted = _Regression(stop_at=8)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, data, cfg, tmp_path / "resumed")
+    resumed = _Regression()
+    state = fit(resumed, data, cfg, tmp_path / "resumed")
+    assert state.step == 20 and resumed.calls == 20 - 6  # from the step-6 checkpoint
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    records = [r for r in read_jsonl(tmp_path / "whole" / METRICS) if r["split"] == "train"]
+    assert records[0]["loss"] > 5 * records[-1]["loss"] and "abs_error" in records[-1]
+
+
+def test_find_runs_lists_vae_runs_and_not_the_fits_beside_them(tmp_path):
+    cfg = Config(
+        data=DataConfig(name="digits", train_limit=64, test_limit=32),
+        model=ModelConfig(latent_dim=2, hidden=[8]),
+        train=TrainConfig(epochs=1, batch_size=32, progress=False, device="cpu"),
+    )
+    train_run(cfg, tmp_path / "study" / "vae", report=False)
+    data = TensorData(torch.randn(8, 3), torch.randn(8))
+    fit(
+        _Regression(),
+        data,
+        TrainConfig(epochs=1, progress=False, device="cpu"),
+        tmp_path / "study" / "fit",
+    )
+    assert find_runs(tmp_path / "study") == [tmp_path / "study" / "vae"]

@@ -84,8 +84,13 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every run directory (one holding a checkpoint) at or below `root`, sorted."""
-    return sorted(p.parent for p in Path(root).rglob(CHECKPOINT))
+    """Every VAE run directory at or below `root`, sorted: one whose checkpoint's config has
+    a model section (not the sub-model fits of `training.fit` a recipe keeps beside them)."""
+    return sorted(
+        p.parent
+        for p in Path(root).rglob(CHECKPOINT)
+        if "model" in checkpoint_metadata(p).get("config", {})
+    )
 
 
 def load_runs(root: str | Path, device: str = "auto") -> list[Run]:
