@@ -32,7 +32,7 @@ def fit_exact(
 ) -> list[dict]:
     """Maximum likelihood: the exact −log p(x) (needs ≤ 16 units in a layer)."""
     rbm.check_data(data)
-    return _fit(ExactLikelihood(rbm), data, cfg, run_dir, {"objective": "exact"})
+    return _fit(rbm, ExactLikelihood(rbm), data, cfg, run_dir, {"objective": "exact"})
 
 
 def fit_contrastive(
@@ -63,11 +63,12 @@ def fit_contrastive(
         "chains": chains,
         "track_likelihood": track,
     }
-    return _fit(objective, data, cfg, run_dir, description)
+    return _fit(rbm, objective, data, cfg, run_dir, description)
 
 
-def _fit(objective: nn.Module, data: Tensor, cfg: TrainConfig, run_dir, description: dict):
-    rbm = objective.rbm
+def _fit(
+    rbm: Harmonium, objective: nn.Module, data: Tensor, cfg: TrainConfig, run_dir, description
+):
     rows = TensorData(data.to(rbm.W))
     shape = {"model": type(rbm).__name__, "visible": rbm.visible, "hidden": rbm.hidden}
     if run_dir is None:

@@ -117,6 +117,8 @@ def anneal(
     The transition at the last β changes no weight: it runs only with `keep_final`, whose
     result then holds the chains after it."""
     schedule = betas.tolist()
+    if len(schedule) < 2:
+        raise ValueError(f"need at least two inverse temperatures, got {schedule}")
     state, log_w = start, None
     steps = tqdm(range(1, len(schedule)), desc="AIS", disable=not progress, mininterval=0.5)
     for k in steps:
