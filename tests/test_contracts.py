@@ -118,3 +118,13 @@ def test_every_posterior_has_a_kl_to_some_prior(posterior):
         except NotImplementedError:
             continue
     assert rates and all(r.shape == (B,) and (r >= -1e-5).all() for r in rates)
+
+
+def test_exact_enumeration_of_too_many_bits_is_refused_in_one_line():
+    from vaelab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="17 latent dimensions have too many"):
+        ModelConfig(
+            posterior="bernoulli", prior="uniform-bernoulli", estimator="exact", latent_dim=17
+        )
+    ModelConfig(posterior="bernoulli", prior="uniform-bernoulli", estimator="exact", latent_dim=16)

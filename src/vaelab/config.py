@@ -118,6 +118,12 @@ class ModelConfig:
                 f"model.estimator: '{self.estimator}' is for discrete codes but the "
                 f"'{self.posterior}' posterior is continuous; use 'reparameterization'"
             )
+        if estimator.enumerates and not posterior.can_enumerate(self.latent_dim):
+            raise ConfigError(
+                f"model.estimator: '{self.estimator}' sums over every code, and "
+                f"{self.latent_dim} latent dimensions have too many (at most 16 bits); use a "
+                "discrete-latent estimator (arm, disarm, reinforce, gumbel-st)"
+            )
         if sigma_mode.needs_condition and self.conditioning is None:
             raise ConfigError(
                 f"model.sigma_mode: '{self.sigma_mode}' makes σ_x a function of β; "

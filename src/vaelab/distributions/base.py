@@ -164,10 +164,15 @@ class Posterior:
         """Every code [K, L] (only where `has_enumerate_support`)."""
         raise NotImplementedError(f"{type(self).__name__} has no finite support")
 
+    @classmethod
+    def can_enumerate(cls, latent_dim: int) -> bool:
+        """Whether codes of `latent_dim` dimensions are few enough to sum over (≤ 2^16)."""
+        return False
+
     @property
     def enumerable(self) -> bool:
-        """Whether `enumerate_support` is small enough to sum over (≤ 2^16 codes)."""
-        return False
+        """`can_enumerate` for this posterior's latent size."""
+        return self.can_enumerate(self.mean.shape[-1])
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x), summed over latent dimensions; z broadcasts against the batch."""

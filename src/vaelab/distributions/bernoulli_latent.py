@@ -65,9 +65,9 @@ class FactorisedBernoulli(Posterior):
     def variance(self) -> Tensor:
         return self.probs * torch.sigmoid(-self.logits)
 
-    @property
-    def enumerable(self) -> bool:
-        return self.logits.shape[-1] <= MAX_ENUMERABLE_BITS
+    @classmethod
+    def can_enumerate(cls, latent_dim: int) -> bool:
+        return latent_dim <= MAX_ENUMERABLE_BITS
 
     def enumerate_support(self) -> Tensor:
         """All 2^L codes [2^L, L] in binary counting order."""

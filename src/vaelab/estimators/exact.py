@@ -44,7 +44,7 @@ def enumerate_states(model, x: Tensor, condition: Tensor | None = None, budget: 
     return codes, log_q, torch.cat(log_px_z), torch.cat(mse), q
 
 
-@estimator("exact", discrete=True)
+@estimator("exact", discrete=True, enumerates=True)
 def exact(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms:
     """D = E_q[−log p(x|z)] and R = KL(q ‖ p), both summed exactly over all codes."""
     codes, log_q, log_px_z, mse, q = enumerate_states(model, x, condition)
