@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +70,9 @@ class TensorData:
 
     def __init__(self, *tensors: Tensor):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
-            raise DataError(f"TensorData needs tensors of one length, got {[len(t) for t in tensors]}")
+            raise DataError(
+                f"TensorData needs tensors of one length, got {[len(t) for t in tensors]}"
+            )
         self.tensors = tensors
 
     def __len__(self) -> int:
@@ -106,6 +109,25 @@ def check_images(images: Tensor, source: str) -> None:
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
         raise DataError(f"{source}: pixel values must lie in [0, 1], found [{low:g}, {high:g}]")
+
+
+def first_place(
+    places: list[tuple[str, str | None]], why_not: Callable[[Path], str | None]
+) -> tuple[Path | None, list[str]]:
+    """The first of the labelled candidate places (label, path or None) that holds the data
+    — `why_not(path)` is None when it does, else a few words on what is missing — or None;
+    and the report of every place tried, for the error message."""
+    report = []
+    for label, place in places:
+        if not place:
+            report.append(f"{label} (not set)")
+            continue
+        path = Path(place).expanduser()
+        missing = why_not(path)
+        if missing is None:
+            return path, report
+        report.append(f"{label if label == str(path) else f'{label}={path}'} ({missing})")
+    return None, report
 
 
 def random_split(n: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

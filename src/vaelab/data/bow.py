@@ -56,7 +56,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import DataConfig
 from ..errors import CheckpointError, ConfigError, DataError
 from ..registry import DATASETS
-from .base import cache_dir
+from .base import cache_dir, first_place
 
 PROCESSING_VERSION = 1
 DEFAULT_VOCAB_SIZE = 10_000
@@ -543,15 +543,9 @@ def find_20news(cfg: DataConfig) -> Path:
         (f"$VAELAB_DATA/{NEWS_FOLDER}", data_root and os.path.join(data_root, NEWS_FOLDER)),
         ("scikit-learn download", str(sklearn_20news_home())),
     ]
-    report = []
-    for label, place in places:
-        if not place:
-            report.append(f"{label} (not set)")
-            continue
-        path = Path(place).expanduser()
-        if path.exists():
-            return path
-        report.append(f"{label}={path} (missing)")
+    path, report = first_place(places, lambda p: None if p.exists() else "missing")
+    if path is not None:
+        return path
     raise DataError(f"{NEWS_NAME}: corpus not found; looked in: {'; '.join(report)}. To fix: {how}")
 
 

@@ -18,7 +18,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
-from .base import ImageData
+from .base import ImageData, first_place
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
@@ -81,18 +81,16 @@ def idx_folder(name: str, env: str, cfg: DataConfig, system_dir: str) -> Path:
             (system_dir, system_dir),
         ]
     stems = [stem for pair in SPLIT_FILES.values() for stem in pair]
-    report = []
-    for label, folder in places:
-        if not folder:
-            report.append(f"{label} (not set)")
-            continue
-        folder = Path(folder).expanduser()
+
+    def why_not(folder: Path) -> str | None:
         found = sum(find_idx(folder, stem) is not None for stem in stems)
         if found == len(stems):
-            return folder
-        where = label if label == str(folder) else f"{label}={folder}"
-        state = "no such folder" if not folder.is_dir() else f"{found} of {len(stems)} files"
-        report.append(f"{where} ({state})")
+            return None
+        return "no such folder" if not folder.is_dir() else f"{found} of {len(stems)} files"
+
+    folder, report = first_place(places, why_not)
+    if folder is not None:
+        return folder
     raise DataError(
         f"{name}: IDX files not found; looked in: {'; '.join(report)}. Provide a folder holding "
         f"{', '.join(s + '.gz' for s in stems)} (or un-gzipped) with data.path=FOLDER or "

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from .exponential_family import ExponentialFamily
 from .reconstruction import Reconstruction
 
+MaybeTensor = Tensor | None
+
 
 class Likelihood(nn.Module):
     """A decoder likelihood p(x|z), given the decoder's output at z.
@@ -65,11 +67,7 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self,
-        x: Tensor,
-        output: Tensor,
-        condition: Tensor | None = None,
-        weights: Tensor | None = None,
+        self, x: Tensor, output: Tensor, condition: MaybeTensor = None, weights: MaybeTensor = None
     ) -> Reconstruction:
         """Terms of −log p(x|z) for x [B, *data] and outputs [S, B, *out] → [S, B] each.
 
@@ -84,11 +82,7 @@ class Likelihood(nn.Module):
         return -self(x, output, condition).nll_samples
 
     def pairwise(
-        self,
-        x: Tensor,
-        output: Tensor,
-        condition: Tensor | None = None,
-        weights: Tensor | None = None,
+        self, x: Tensor, output: Tensor, condition: MaybeTensor = None, weights: MaybeTensor = None
     ) -> Reconstruction:
         """Terms for every (code k, example b) pair from outputs [K, *out] and x [B, *data] →
         [K, B]. This default expands the outputs to [K, B, *out]; subclasses replace it by

@@ -266,19 +266,10 @@ class GaussianLikelihood(Likelihood):
     ):
         super().__init__(data_shape)
         self.sigma_mode = SIGMA_MODES.get(sigma_mode)(self.data_shape, sigma, log_sigma_min)
-
-    # the flags of the likelihood are those of its σ mode
-    @property
-    def outputs_per_dim(self) -> int:
-        return 1 + self.sigma_mode.extra_outputs
-
-    @property
-    def batch_dependent(self) -> bool:
-        return self.sigma_mode.batch_dependent
-
-    @property
-    def needs_condition(self) -> bool:
-        return self.sigma_mode.needs_condition
+        # the flags of the likelihood are those of its σ mode
+        self.outputs_per_dim = 1 + self.sigma_mode.extra_outputs
+        self.batch_dependent = self.sigma_mode.batch_dependent
+        self.needs_condition = self.sigma_mode.needs_condition
 
     def _split(self, output: Tensor) -> tuple[Tensor, Tensor | None]:
         """Decoder output [..., k·C, H, W] → mean [..., C, H, W] and the extra head (or None)."""

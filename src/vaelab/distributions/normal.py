@@ -28,6 +28,16 @@ class DiagonalGaussian(Posterior):
         self._mean = mean
         self.log_var = log_var
 
+    @staticmethod
+    def param_size(latent_dim: int) -> int:
+        """Encoder outputs needed per example: a mean and a log-variance per latent."""
+        return 2 * latent_dim
+
+    @classmethod
+    def from_params(cls, params: Tensor) -> DiagonalGaussian:
+        mean, log_var = params.chunk(2, dim=-1)
+        return cls(mean, log_var)
+
     @property
     def mean(self) -> Tensor:
         return self._mean
@@ -39,16 +49,6 @@ class DiagonalGaussian(Posterior):
     @property
     def params(self) -> Tensor:
         return torch.cat([self._mean, self.log_var], dim=-1)
-
-    @staticmethod
-    def param_size(latent_dim: int) -> int:
-        """Encoder outputs needed per example: a mean and a log-variance per latent."""
-        return 2 * latent_dim
-
-    @classmethod
-    def from_params(cls, params: Tensor) -> DiagonalGaussian:
-        mean, log_var = params.chunk(2, dim=-1)
-        return cls(mean, log_var)
 
     @property
     def std(self) -> Tensor:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..config import DataConfig, at_least, one_of
 from ..data import TensorData, load_data
 from ..distributions import DiagonalGaussian, GaussianLikelihood, StandardNormal
@@ -44,7 +45,6 @@ from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import markdown_table
-from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..training import fit
 from ..training.distributed import resolve_device
 from .base import experiment, recipe_training
@@ -275,7 +275,7 @@ def measure_ais(model: VAE, held_out: Tensor, cfg: GroundTruthConfig) -> dict:
         model, x, steps=cfg.ais_steps, leapfrog=5, chains=8, step_size=0.01, seed=cfg.seed
     )
     return {
-        "ais_loglik": float(ais.log_likelihood.mean()),
+        "ais_loglik": float(ais.log_z.mean()),
         "iwae_loglik_ais_examples": float(iwae_log_likelihood(model, x, k=cfg.iwae_k).mean()),
         "ais_examples": len(x),
     }

@@ -78,11 +78,6 @@ class AISResult:
         return self.log_z_base - estimate if self.reverse else self.log_z_base + estimate
 
     @property
-    def log_likelihood(self) -> Tensor:
-        """`log_z` under the name of decoder-based models, whose Z_1 is p(x)."""
-        return self.log_z
-
-    @property
     def ess(self) -> Tensor:
         """Effective sample size of the chains' weights [*batch]."""
         return effective_sample_size(self.log_weights, 0)
