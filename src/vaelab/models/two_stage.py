@@ -58,13 +58,14 @@ def code_data(first: VAE, data: ImageData, seed: int, batch_size: int = 512) -> 
     per_code = None  # a β per code, however the first stage drew them in training
     if first.conditional:
         per_code = LogUniformBeta(first.beta_prior.low, first.beta_prior.high, per_example=True)
-    torch.manual_seed(seed)
     codes, conditions = [], []
-    for index in torch.arange(len(data)).split(batch_size):
-        beta = None if per_code is None else per_code.sample(len(index), device).exp()
-        z, cond = first_stage_codes(first, data.batch(index).to(device), beta)
-        codes.append(z)
-        conditions.append(cond)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # the caller's random stream is left as it was
+        for index in torch.arange(len(data)).split(batch_size):
+            beta = None if per_code is None else per_code.sample(len(index), device).exp()
+            z, cond = first_stage_codes(first, data.batch(index).to(device), beta)
+            codes.append(z)
+            conditions.append(cond)
     if per_code is None:
         return TensorData(torch.cat(codes))
     return TensorData(torch.cat(codes), torch.cat(conditions))
