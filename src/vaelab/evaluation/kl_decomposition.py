@@ -53,6 +53,7 @@ from ..data.base import ImageData
 from ..distributions import DiagonalGaussian, StandardNormal, gaussian_log_density, kl_divergence
 from ..distributions.base import Posterior, Prior
 from ..errors import VaelabError
+from ..inference import standard_error
 from .encoding import encode_data
 
 RandomState = np.random.Generator | int
@@ -185,8 +186,6 @@ def decompose_posteriors(
     dwkl_rj = log_q_dims - log_p  # [R, L]
     rate_r = log_q_cond - log_p.sum(-1)
     kl = kl_divergence(DiagonalGaussian(mean, log_var), StandardNormal(latent))  # [n]
-    draws = samples * n
-    stderr = lambda t: float(t.std() / math.sqrt(draws)) if draws > 1 else math.nan  # noqa: E731
     mi, tc, dwkl = float(mi_r.mean()), float(tc_r.mean()), float(dwkl_rj.sum(-1).mean())
     return {
         "rate": float(rate_r.mean()),
@@ -195,10 +194,10 @@ def decompose_posteriors(
         "dwkl": dwkl,
         "sum_of_terms": mi + tc + dwkl,
         "rate_analytic": float(kl.mean()),
-        "rate_stderr": stderr(rate_r - kl[own]),
-        "mi_stderr": stderr(mi_r),
-        "tc_stderr": stderr(tc_r),
-        "dwkl_stderr": stderr(dwkl_rj.sum(-1)),
+        "rate_stderr": standard_error(rate_r - kl[own]),
+        "mi_stderr": standard_error(mi_r),
+        "tc_stderr": standard_error(tc_r),
+        "dwkl_stderr": standard_error(dwkl_rj.sum(-1)),
         "dwkl_per_dim": dwkl_rj.mean(0).tolist(),
         "n": n,
         "samples": samples,

@@ -36,7 +36,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..inference import AISResult, TemperedPosterior, anneal, as_schedule, ess_from_sums
+from ..inference import (
+    AISResult,
+    TemperedPosterior,
+    anneal,
+    as_schedule,
+    ess_from_sums,
+    standard_error,
+)
 
 __all__ = [
     "BDMCResult",
@@ -324,7 +331,7 @@ def evaluate_log_likelihood(
         result["beta"] = float(model.beta if beta is None else beta)
     result["log_likelihood"] = float(ll.mean())
     result["negative_log_likelihood"] = -float(ll.mean())
-    result["std_error"] = float(ll.std() / math.sqrt(n)) if n > 1 else math.inf
+    result["std_error"] = standard_error(ll)
     result["bits_per_dim"] = -float(ll.mean()) / (dims * math.log(2.0))
     result["ess"] = float(torch.cat(ess).mean())
     if acceptance:

@@ -17,6 +17,7 @@ from .weights import (
     ess_from_sums,
     log_mean_exp_std_error,
     logmeanexp,
+    standard_error,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "logmeanexp",
     "piecewise_schedule",
     "sigmoid_schedule",
+    "standard_error",
 ]

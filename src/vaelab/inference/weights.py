@@ -8,7 +8,8 @@ For an estimate Ẑ = (1/n) Σ_i w_i of a normaliser (IWAE's p̂(x), AIS's Ẑ):
 - `log_mean_exp_std_error`: the delta-method standard error of log Ẑ,
   sd(w) / (√n · mean(w)) — itself unreliable when the weights are heavy-tailed (check the
   effective sample size);
-- `bootstrap_interval`: a percentile interval of log Ẑ over resampled weights.
+- `bootstrap_interval`: a percentile interval of log Ẑ over resampled weights;
+- `standard_error`: sd/√n of a plain mean (of per-example estimates, say).
 
 All measure the spread of the weights only, not the downward bias of log Ẑ (Jensen: E[Ẑ] = Z
 makes E[log Ẑ] ≤ log Z).
@@ -45,6 +46,12 @@ def log_mean_exp_std_error(log_w: Tensor, dim: int = 0) -> Tensor:
         return torch.full_like(logmeanexp(log_w, dim), math.inf)
     w = torch.exp(log_w - log_w.amax(dim, keepdim=True))
     return w.std(dim) / (math.sqrt(n) * w.mean(dim))
+
+
+def standard_error(values: Tensor) -> float:
+    """sd(values)/√n of the mean of `values` (all its entries); ∞ for fewer than two."""
+    n = values.numel()
+    return float(values.std() / math.sqrt(n)) if n > 1 else math.inf
 
 
 def bootstrap_interval(
