@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
                 r["goal_met"] for r in per_beta
             ),
         },
-        "loss_definition": "test D + beta * R per example, nats; D with sigma_x optimal for each evaluation batch of 500",
+        "loss_definition": "test D + beta * R per example, nats; D with sigma_x frozen from training (the running average of the training batches' optimum, a function of beta for the conditional model): it does not depend on the test data or the evaluation batch",
         "settings": {k: v for k, v in vars(args).items() if k != "output"} | {"betas": betas},
         **provenance(),
     }
