@@ -1,12 +1,15 @@
 """Every registered likelihood, σ mode, posterior and prior through its base-class contract
 (vaelab/distributions/base.py): a newly registered class that breaks it fails here."""
 
+import math
+
 import pytest
 import torch
 
-from vaelab.config import ModelConfig
+from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.distributions import Likelihood, Posterior, Prior, kl_divergence
 from vaelab.registry import LIKELIHOODS, POSTERIORS, PRIORS, SIGMA_MODES
+from vaelab.runs import train_run
 
 S, B, LATENT = 3, 4, 5
 IMAGE = (1, 4, 4)
@@ -38,7 +41,10 @@ def test_likelihood_contract(name, mode):
     shape = DATA_SHAPE.get(name, IMAGE)
     options = {"sigma_mode": mode, "conditioning": "film"} if mode else {}
     cfg = ModelConfig(likelihood=name, **options)
-    lik = LIKELIHOODS.get(name).from_config(shape, cfg)
+    check_likelihood_contract(LIKELIHOODS.get(name).from_config(shape, cfg), name, shape)
+
+
+def check_likelihood_contract(lik, name: str, shape: tuple[int, ...]) -> None:
     assert isinstance(lik, Likelihood)
     x = data_for(name, shape)
     out_shape = (shape[0] * lik.outputs_per_dim, *shape[1:])
@@ -128,3 +134,44 @@ def test_exact_enumeration_of_too_many_bits_is_refused_in_one_line():
             posterior="bernoulli", prior="uniform-bernoulli", estimator="exact", latent_dim=17
         )
     ModelConfig(posterior="bernoulli", prior="uniform-bernoulli", estimator="exact", latent_dim=16)
+
+
+class _LaplaceLikelihood(Likelihood):
+    """What a newcomer writes to add a decoder: p(x|z) = Π_d exp(−|x_d − μ_d|/b) / (2b)."""
+
+    def __init__(self, data_shape):
+        super().__init__(data_shape)
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def mean(self, output):
+        return output
+
+    def forward(self, x, output, condition=None, weights=None):
+        from vaelab.distributions import Reconstruction
+
+        nll = (x - output).abs() / self.log_scale.exp() + self.log_scale + math.log(2.0)
+        mse = ((x - output) ** 2).flatten(2).mean(-1)
+        return Reconstruction(nll.flatten(2).sum(-1), mse, weights=weights)
+
+    def sample(self, output, condition=None):
+        return output + self.log_scale.exp() * torch.distributions.Laplace(0.0, 1.0).sample(
+            output.shape
+        )
+
+    def describe(self, condition=None):
+        return {"likelihood": "laplace", "scale": float(self.log_scale.detach().exp())}
+
+
+def test_a_likelihood_written_in_one_class_trains_and_reports_through_the_contract(
+    tmp_path, monkeypatch
+):
+    check_likelihood_contract(_LaplaceLikelihood(IMAGE), "laplace", IMAGE)
+    monkeypatch.setitem(LIKELIHOODS._entries, "laplace", _LaplaceLikelihood)
+    cfg = Config(
+        data=DataConfig(name="digits", train_limit=200, test_limit=50),
+        model=ModelConfig(likelihood="laplace", latent_dim=2, hidden=[16]),
+        train=TrainConfig(epochs=2, batch_size=50, progress=False, device="cpu"),
+    )
+    run = train_run(cfg, tmp_path / "laplace")
+    assert math.isfinite(run.state.last_test["negative_elbo"])
+    assert "scale = " in (tmp_path / "laplace" / "report.md").read_text()
