@@ -22,7 +22,9 @@ def evaluate(
     """Mean of every per-example term of `model(x)` over `data`, plus bits per dimension.
 
     The Monte-Carlo noise is drawn from a fixed `seed`, so the same model gives the same
-    numbers. The `optimal-shared` σ_x is the optimum of each evaluation batch. `beta`: the β
+    numbers. The model runs in evaluation mode, so a σ_x that training fits to each batch (the
+    optimal modes) is the one frozen from training: the terms do not depend on the test data's
+    errors or on `batch_size`, and −ELBO bounds −log p(x). `beta`: the β
     at which to run a β-conditional model (default: its configured β), or the β weighting
     the rate in `loss` for an unconditional one.
     """
