@@ -1,5 +1,6 @@
-"""One trainer for everything vaelab trains: Adam, progress bar, JSON-lines metrics,
-safetensors checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
+"""One trainer for everything vaelab trains: Adam or SGD (constant or linearly decaying
+learning rate), progress bar, JSON-lines metrics, safetensors checkpoints, exact resume, a
+NaN/inf guard and DDP under torchrun.
 
 The contract:
 - a *model* is any module whose forward(batch) returns an object with `.loss` (per-example
