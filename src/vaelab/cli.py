@@ -1,4 +1,4 @@
-"""Command line: `vaelab train | eval | rd | consistency | run | demo`.
+"""Command line: `vaelab train | eval | rd | consistency | sweep | sweep-report | run | demo`.
 
 Errors the user can fix print one line and exit with code 2; an interrupted run exits with
 130 and resumes when the same command is run again.
@@ -142,12 +142,60 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     exp = EXPERIMENTS.get(args.experiment)
     cfg = load_config(args.config, args.overrides, exp.config_cls)
     run_dir = Path(args.run_dir or Path("runs") / exp.name)
     exp.run(cfg, run_dir)
     print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .config import apply_override, parse_override, read_mapping
+    from .sweeps import TRAIN, SweepOptions, grid_cells, parse_grid, parse_seeds, run_sweep
+
+    base = read_mapping(args.config)
+    for text in args.overrides:
+        apply_override(base, *parse_override(text))
+    grid = dict(parse_grid(text) for text in args.grid)
+    if len(grid) < len(args.grid):
+        raise VaelabError("--grid: a key is given twice; give each key once with all its values")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    options = SweepOptions(
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        max_concurrent=args.max_concurrent,
+        in_process=args.in_process,
+    )
+    cells = grid_cells(TRAIN, base, grid, seeds)
+    run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
+    records = run_sweep(cells, run_dir, TRAIN, options)
+    failed = sum(r["status"] != "done" for r in records)
+    print(f"{len(records) - failed} of {len(records)} cells done; table: {run_dir / 'sweep.md'}")
+    return 1 if failed else 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from .sweeps import write_sweep_report
+    from .sweeps.table import SPEC
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / SPEC).is_file():
+        raise VaelabError(f"{str(run_dir)!r} holds no sweep ({SPEC}); run `vaelab sweep` first")
+    write_sweep_report(run_dir)
+    print(f"table: {run_dir / 'sweep.md'}")
     return 0
 
 
@@ -206,6 +254,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default: runs/<experiment>)")
     _add_overrides(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "sweep", help="train a grid of configs × seeds (on Ray when installed), with a table"
+    )
+    p.add_argument("config", help="the base config file (.toml, .yaml, .json)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="an axis of the grid, e.g. --grid model.beta=0.1,1,10 (repeatable)",
+    )
+    p.add_argument("--seeds", help="seeds of every grid point, e.g. 0,1,2 (default: the config's)")
+    p.add_argument("--run-dir", help="sweep directory (default: runs/<config name>-sweep)")
+    p.add_argument("--address", help="a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--cpus-per-run", type=_positive_int, default=1, help="CPUs (torch threads)")
+    p.add_argument(
+        "--gpus-per-run", type=_non_negative_float, default=0.0, help="GPUs (0.25: four per GPU)"
+    )
+    p.add_argument("--max-concurrent", type=_positive_int, help="cells at once (default: all fit)")
+    p.add_argument(
+        "--in-process", action="store_true", help="one cell after another here, without Ray"
+    )
+    _add_overrides(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("sweep-report", help="(re)write the table of a sweep directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_sweep_report)
 
     p = sub.add_parser("demo", help="the main job on embedded data: β sweeps on 8×8 digits")
     p.add_argument("--run-dir", help="run directory (default: runs/demo)")

@@ -15,8 +15,9 @@ ones inside functions too). Each entry names top-level modules or packages of `v
 9. training       the one trainer (training/trainer.py) and `fit` built on it
 10. evaluation    measurements of trained models: ELBO terms, likelihood estimates, metrics
 11. runs          a run directory end to end
-12. experiments   named recipes (`vaelab run NAME`)
-13. interface     cli, __main__, the package's __init__
+12. sweeps        grids × seeds of runs, on Ray or in-process, and their tables
+13. experiments   named recipes (`vaelab run NAME`)
+14. interface     cli, __main__, the package's __init__
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -31,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("evaluation",),
     ("runs",),
+    ("sweeps",),
     ("experiments",),
     ("cli", "__main__", "__init__"),
 )

@@ -79,7 +79,12 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
     model = build_vae(cfg.model, test_data.shape)
     load_model_weights(model, tensors, str(run_dir / CHECKPOINT))
     model.to(distributed.resolve_device(device)).eval()
-    state = TrainState(step=meta["step"], seconds=meta["seconds"], finished=meta["finished"])
+    state = TrainState(
+        step=meta["step"],
+        seconds=meta["seconds"],
+        finished=meta["finished"],
+        last_test=meta.get("last_test", {}),
+    )
     return Run(run_dir, cfg, model, test_data, state)
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, at_least, one_of
+from ..errors import ConfigError
 from ..registry import EXPERIMENTS, NETWORKS
+from ..sweeps import SweepOptions
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,10 @@ def experiment(name: str, config_cls: type, summary: str):
 @dataclass
 class RecipeConfig:
     """The architecture and training budget of a recipe's VAE runs (one for all of them, so
-    they compare like for like). Defaults are those of `ModelConfig`/`TrainConfig`; a recipe
-    extends this class and re-declares the fields whose defaults it changes."""
+    they compare like for like), the seeds every run is trained with and where the runs go
+    (`sweep`: the grid runner's options; Ray when installed). Defaults are those of
+    `ModelConfig`/`TrainConfig`; a recipe extends this class and re-declares the fields whose
+    defaults it changes."""
 
     network: str = one_of(NETWORKS, default="mlp")
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # MLP widths
@@ -43,9 +47,13 @@ class RecipeConfig:
     epochs: int = at_least(1, default=10)
     batch_size: int = at_least(1, default=128)
     lr: float = at_least(0.0, strict=True, default=1e-3)
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed of every setting
     device: str = "auto"
     progress: bool = True
+    sweep: SweepOptions = field(default_factory=SweepOptions)
+
+    def __post_init__(self):
+        check_seeds(self.seeds)
 
     def architecture(self) -> dict[str, Any]:
         """The `ModelConfig` fields of the networks."""
@@ -58,6 +66,13 @@ class RecipeConfig:
 
     def training(self, **overrides: Any) -> TrainConfig:
         return recipe_training(self, **overrides)
+
+
+def check_seeds(seeds: list[int]) -> None:
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ConfigError(
+            f"seeds: need distinct non-negative integers, e.g. [0, 1, 2]; got {seeds}"
+        )
 
 
 def recipe_training(cfg: Any, **overrides: Any) -> TrainConfig:

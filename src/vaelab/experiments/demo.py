@@ -17,7 +17,7 @@ from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_SWEEP
 from ..files import atomic_write_text, write_json
 from ..report import markdown_table
 from .base import RecipeConfig, experiment
-from .study import regime_configs, train_regimes
+from .study import regime_cells, train_regimes
 
 
 @dataclass
@@ -33,11 +33,11 @@ class DemoConfig(RecipeConfig):
 @experiment("demo", DemoConfig, "β sweeps of a classic and a decoupled Gaussian VAE on 8×8 digits")
 def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
     sigma_modes = {CLASSIC_SWEEP: None, DECOUPLED_SWEEP: "learned-shared"}
-    configs = regime_configs(cfg, DataConfig(name=cfg.dataset), sigma_modes, cfg.betas)
+    cells = regime_cells(cfg, DataConfig(name=cfg.dataset), sigma_modes, cfg.betas)
     curves: dict[str, list[dict[str, float]]] = {}
-    for run in train_regimes(configs, run_dir, "demo", report=True):
+    for run in train_regimes(cells, run_dir, "demo", cfg):
         curves.setdefault(run.regime.label, []).append(
-            {"beta": run.model.beta} | run.run.state.last_test
+            {"beta": run.model.beta, "seed": run.seed} | run.run.state.last_test
         )
 
     plot_rate_distortion(run_dir / "rate_distortion.png", curves, title=f"{cfg.dataset}: test set")
@@ -46,6 +46,7 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
         [
             label,
             p["beta"],
+            p["seed"],
             p["rate"],
             p["distortion"],
             p["mse"],
@@ -55,7 +56,9 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
         for label, points in curves.items()
         for p in points
     ]
-    middle = f"{DECOUPLED_SWEEP.name}/beta{sorted(cfg.betas)[len(cfg.betas) // 2]:g}"
+    middle = (
+        f"{DECOUPLED_SWEEP.name}/beta{sorted(cfg.betas)[len(cfg.betas) // 2]:g}/seed{cfg.seeds[0]}"
+    )
     report = [
         "# vaelab demo: β on the rate only\n",
         f"Data: `{cfg.dataset}`. Same MLP Gaussian VAE ({cfg.latent_dim} latents, hidden "
@@ -63,7 +66,9 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
         "which is the Gaussian likelihood with σ_x² = ½ fixed; the decoupled model learns σ_x, "
         "so β weighs the rate against a calibrated likelihood (DESIGN §1a).\n",
         "## Test set (per example, nats; distortion under each model's own σ_x)\n",
-        markdown_table(["regime", "β", "rate", "distortion", "MSE/dim", "σ_x", "−ELBO"], rows),
+        markdown_table(
+            ["regime", "β", "seed", "rate", "distortion", "MSE/dim", "σ_x", "−ELBO"], rows
+        ),
         "\n![rate–distortion](rate_distortion.png)\n",
         f"Reconstructions and samples of the decoupled model at the middle β (`{middle}/`):\n",
         f"![reconstructions]({middle}/reconstructions.png)\n",

@@ -16,19 +16,27 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from ..config import Config, DataConfig, at_least, one_of
+from ..config import DataConfig, at_least, one_of
 from ..data.ground_truth import DSpritesGroundTruth
 from ..distributions.log_uniform import PER_EXAMPLE
 from ..evaluation.disentanglement import disentanglement_metrics, encoder_mean_representation
 from ..evaluation.figures import save_figure
 from ..evaluation.kl_decomposition import active_units, kl_decomposition
 from ..evaluation.loss_slices import loss_slices, plot_loss_slices
-from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_CONDITIONAL, Regime
+from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_CONDITIONAL
 from ..files import atomic_write_text, write_json
 from ..registry import SIGMA_MODES
 from ..report import markdown_table
+from ..sweeps import Cell, interval
 from .base import experiment
-from .study import StudyConfig, StudyRun, regime_configs, sample_quality_study, train_regimes
+from .study import (
+    StudyConfig,
+    StudyRun,
+    first_seed,
+    regime_cells,
+    sample_quality_study,
+    train_regimes,
+)
 
 METRICS = {  # our column → the key of disentanglement_metrics
     "beta_vae": "beta_vae.eval_accuracy",
@@ -62,28 +70,29 @@ class DisentanglementConfig(StudyConfig):
     slice_gammas: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])
 
     def __post_init__(self):
+        super().__post_init__()
         DECOUPLED_CONDITIONAL.check_sigma_mode(self.decoupled_sigma_mode, "decoupled_sigma_mode")
 
 
-def run_configs(cfg: DisentanglementConfig) -> dict[str, tuple[Regime, Config]]:
+def run_cells(cfg: DisentanglementConfig) -> list[Cell]:
     data = DataConfig(name="dsprites", train_limit=cfg.train_limit, test_limit=cfg.test_limit)
     sigma_modes = {CLASSIC_SWEEP: None, DECOUPLED_CONDITIONAL: cfg.decoupled_sigma_mode}
-    return regime_configs(cfg, data, sigma_modes, cfg.betas)
+    return regime_cells(cfg, data, sigma_modes, cfg.betas)
 
 
 def evaluate_at(run: StudyRun, beta: float, cfg: DisentanglementConfig) -> dict[str, float]:
     scores = disentanglement_metrics(
         DSpritesGroundTruth(),
         encoder_mean_representation(run.model, beta),
-        cfg.seed,
+        run.seed,
         cfg.metric_scale,
     )
     test = run.run.test_data
-    kl = kl_decomposition(run.model, test, n=cfg.kl_examples, random_state=cfg.seed, beta=beta)
+    kl = kl_decomposition(run.model, test, n=cfg.kl_examples, random_state=run.seed, beta=beta)
     x = test.batch(slice(0, cfg.kl_examples)).to(next(run.model.parameters()).device)
     active = active_units(run.model, x, beta=beta)
     return (
-        {"beta": beta}
+        {"beta": beta, "seed": run.seed}
         | {ours: float(scores[key]) for ours, key in METRICS.items()}
         | {term: float(kl[term]) for term in KL_TERMS}
         | {"active_units": int(active)}
@@ -99,6 +108,7 @@ def two_stage_fids(fid: dict) -> dict[str, list[dict]]:
         if r["sampler"] == "prior":
             out[r["regime"]].append({
                 "beta": r["beta"],
+                "seed": r["seed"],
                 "fid_prior": r["fid"],
                 "fid_two_stage": by[(r["run"], r["beta"], "two-stage")],
             })  # fmt: skip
@@ -106,15 +116,20 @@ def two_stage_fids(fid: dict) -> dict[str, list[dict]]:
 
 
 def plot_against_beta(path: Path, regimes: dict[str, list[dict]], keys, title: str) -> None:
+    """Each of `keys` against β per regime: the mean over seeds with 95 % interval bars."""
     fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.0), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, rows in regimes.items():
-            rows = sorted(rows, key=lambda r: r["beta"])
-            ax.plot([r["beta"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+            betas = sorted({r["beta"] for r in rows})
+            stats = [interval([r[key] for r in rows if r["beta"] == b]) for b in betas]
+            bars = [0.0 if s["se"] is None else (s["high"] - s["low"]) / 2 for s in stats]
+            ax.errorbar(
+                betas, [s["mean"] for s in stats], yerr=bars, marker="o", capsize=2, label=name
+            )
         ax.set(xscale="log", xlabel="β", title=key)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(f"{title}; mean over seeds ± 95 % CI", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -125,7 +140,7 @@ def plot_against_beta(path: Path, regimes: dict[str, list[dict]], keys, title: s
     "dSprites: metrics, KL decomposition, two-stage FID vs β",
 )
 def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
-    runs = train_regimes(run_configs(cfg), run_dir, "disentanglement")
+    runs = train_regimes(run_cells(cfg), run_dir, "disentanglement", cfg)
 
     regimes: dict[str, list[dict]] = {regime.label: [] for regime in REGIMES}
     for run in runs:
@@ -147,11 +162,11 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
     fids = {}
     if cfg.second_stage_steps:
         fids = two_stage_fids(sample_quality_study(runs, cfg.betas, cfg, run_dir))
-    conditional = next(r for r in runs if r.regime == DECOUPLED_CONDITIONAL)
+    conditional = next(r for r in first_seed(runs) if r.regime == DECOUPLED_CONDITIONAL)
     device = next(conditional.model.parameters()).device
     x = conditional.run.test_data.batch(slice(0, 256)).to(device)
     ts = torch.linspace(-0.2, 0.2, 41)
-    slices, _ = loss_slices(conditional.model, x, cfg.slice_gammas, ts, seed=cfg.seed)
+    slices, _ = loss_slices(conditional.model, x, cfg.slice_gammas, ts, seed=conditional.seed)
     plot_loss_slices(run_dir / "loss_slices.png", cfg.slice_gammas, ts, slices)
 
     results = {"regimes": regimes, "two_stage_fid": fids, "config": asdict(cfg)}
@@ -161,7 +176,7 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
 
 
 def write_report(run_dir: Path, regimes: dict, fids: dict, cfg: DisentanglementConfig) -> None:
-    columns = ["beta", *METRICS, *KL_TERMS, "active_units"]
+    columns = ["beta", "seed", *METRICS, *KL_TERMS, "active_units"]
     lines = [
         "# Disentanglement on dSprites: classic β-VAE sweep vs decoupled β-conditional VAE\n",
         f"{cfg.train_limit} training images, {cfg.network} {cfg.hidden}, {cfg.latent_dim} latents, "
@@ -171,7 +186,7 @@ def write_report(run_dir: Path, regimes: dict, fids: dict, cfg: DisentanglementC
         f"{cfg.kl_examples} test images, nats.\n",
     ]
     for name, rows in regimes.items():
-        rows = sorted(rows, key=lambda r: r["beta"])
+        rows = sorted(rows, key=lambda r: (r["beta"], r["seed"]))
         lines += [f"## {name}\n", markdown_table(columns, [[r[c] for c in columns] for r in rows])]
     lines += ["\n![metrics](metrics_vs_beta.png)\n", "![KL decomposition](kl_vs_beta.png)\n"]
     if fids:
@@ -179,12 +194,12 @@ def write_report(run_dir: Path, regimes: dict, fids: dict, cfg: DisentanglementC
             f"## Two-stage sampling (FID, {fids['n_samples']} samples, features: {fids['features']})\n"
         )
         for name in (regime.label for regime in REGIMES):
-            rows = sorted(fids[name], key=lambda r: r["beta"])
+            rows = sorted(fids[name], key=lambda r: (r["beta"], r["seed"]))
             lines.append(f"{name}:\n")
             lines.append(
                 markdown_table(
-                    ["β", "z ~ N(0, I)", "z ~ second stage"],
-                    [[r["beta"], r["fid_prior"], r["fid_two_stage"]] for r in rows],
+                    ["β", "seed", "z ~ N(0, I)", "z ~ second stage"],
+                    [[r["beta"], r["seed"], r["fid_prior"], r["fid_two_stage"]] for r in rows],
                 )
             )
     lines += [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, DataConfig, at_least, one_of
+from ..config import DataConfig, at_least, one_of
 from ..errors import ConfigError
 from ..evaluation.aggregate_posterior import (
     aggregate_density,
@@ -33,7 +33,6 @@ from ..evaluation.rate_distortion import (
     CLASSIC_SWEEP,
     DECOUPLED_CONDITIONAL,
     DECOUPLED_SWEEP,
-    Regime,
     log_grid,
     rd_points,
     write_rd,
@@ -41,12 +40,14 @@ from ..evaluation.rate_distortion import (
 from ..files import atomic_write_text, write_json
 from ..registry import DATASETS, SIGMA_MODES
 from ..report import markdown_table
+from ..sweeps import Cell, interval, show
 from .base import experiment
 from .study import (
     StudyConfig,
     StudyRun,
     decoder_samples,
-    regime_configs,
+    first_seed,
+    regime_cells,
     sample_quality_study,
     train_regimes,
 )
@@ -67,6 +68,7 @@ class RDStudyConfig(StudyConfig):
     posterior_channels: int = at_least(1, default=4)
 
     def __post_init__(self):
+        super().__post_init__()
         if any(b <= 0 for b in self.sweep_betas) or not self.sweep_betas:
             raise ConfigError(f"sweep_betas: need positive values, got {self.sweep_betas}")
         DECOUPLED_SWEEP.check_sigma_mode(self.decoupled_sigma_mode, "decoupled_sigma_mode")
@@ -75,8 +77,8 @@ class RDStudyConfig(StudyConfig):
         )
 
 
-def study_configs(cfg: RDStudyConfig) -> dict[str, tuple[Regime, Config]]:
-    """Sub-directory → (regime, run config), for all four regimes."""
+def study_cells(cfg: RDStudyConfig) -> list[Cell]:
+    """The runs of all four regimes × seeds."""
     data = DataConfig(
         name=cfg.dataset, path=cfg.data_path, train_limit=cfg.train_limit, test_limit=cfg.test_limit
     )
@@ -86,29 +88,33 @@ def study_configs(cfg: RDStudyConfig) -> dict[str, tuple[Regime, Config]]:
         CLASSIC_CONDITIONAL: None,
         DECOUPLED_CONDITIONAL: cfg.conditional_sigma_mode,
     }
-    return regime_configs(cfg, data, sigma_modes, cfg.sweep_betas)
+    return regime_cells(cfg, data, sigma_modes, cfg.sweep_betas)
 
 
 CLASSIC, OURS = CLASSIC_SWEEP.label, DECOUPLED_CONDITIONAL.label  # the talk's two columns
 
 
 def fid_tables(fid: dict, betas: list[float], sampler: str = "prior") -> tuple[str, str, dict]:
-    """The talk's table (β | classic β-VAE | decoupled β-conditional), all regimes, best-over-β,
-    for the samples of one `sampler`."""
-    rows = [r for r in fid["rows"] if r["sampler"] == sampler]
-    by = {(r["regime"], r["beta"]): r["fid"] for r in rows}
-    regimes = sorted({r["regime"] for r in rows})
-    best = {g: min(by[(g, b)] for b in betas if (g, b) in by) for g in regimes}
-    classic, ours = CLASSIC, OURS
-    talk = [
-        [f"{b:g}", by.get((classic, b), float("nan")), by.get((ours, b), float("nan"))]
-        for b in betas
-    ]
-    talk.append(["best over β", best.get(classic, float("nan")), best.get(ours, float("nan"))])
+    """The talk's table (β | classic β-VAE | decoupled β-conditional), all regimes, best-over-β
+    (of the means over seeds), for the samples of one `sampler`; a cell shows the mean over
+    seeds ± the half-width of its 95 % interval."""
+    values: dict[tuple[str, float], list[float]] = {}
+    for r in fid["rows"]:
+        if r["sampler"] == sampler:
+            values.setdefault((r["regime"], r["beta"]), []).append(r["fid"])
+    stat = {key: interval(v) for key, v in values.items()}
+    regimes = sorted({regime for regime, _ in stat})
+    best = {g: min(stat[(g, b)]["mean"] for b in betas if (g, b) in stat) for g in regimes}
+
+    def cell(regime: str, beta: float) -> str:
+        return show(stat[(regime, beta)]) if (regime, beta) in stat else "—"
+
+    talk = [[f"{b:g}", cell(CLASSIC, b), cell(OURS, b)] for b in betas]
+    talk.append(["best over β", best.get(CLASSIC, math.nan), best.get(OURS, math.nan)])
     table_talk = markdown_table(
         ["β (value or range)", "classic β-VAE", "decoupled β-conditional (ours)"], talk
     )
-    full = [[f"{b:g}", *(by.get((g, b), float("nan")) for g in regimes)] for b in betas]
+    full = [[f"{b:g}", *(cell(g, b) for g in regimes)] for b in betas]
     full.append(["best over β", *(best[g] for g in regimes)])
     return table_talk, markdown_table(["β", *regimes], full), best
 
@@ -169,7 +175,7 @@ def sample_figures(
 def run_rd_study(cfg: RDStudyConfig, run_dir: Path) -> dict:
     betas = sorted(cfg.sweep_betas)
     rd_grid = sorted(set(log_grid(*cfg.beta_range, cfg.rd_points)) | set(betas))
-    runs = train_regimes(study_configs(cfg), run_dir, "rd-study")
+    runs = train_regimes(study_cells(cfg), run_dir, "rd-study", cfg)
 
     points = [
         p
@@ -193,8 +199,9 @@ def run_rd_study(cfg: RDStudyConfig, run_dir: Path) -> dict:
             f"\nBest FID over β with the second stage: {OURS} {best_2.get(OURS, math.nan):.4g} "
             f"vs {CLASSIC} {best_2.get(CLASSIC, math.nan):.4g}.\n",
         ]
-    posterior_figure(runs, betas, run_dir / "aggregate_posteriors.png", cfg.posterior_channels)
-    samples = sample_figures(runs, betas, run_dir, cfg.seed)
+    shown = first_seed(runs)
+    posterior_figure(shown, betas, run_dir / "aggregate_posteriors.png", cfg.posterior_channels)
+    samples = sample_figures(shown, betas, run_dir, shown[0].seed)
 
     best_ours, best_classic = best.get(OURS, math.nan), best.get(CLASSIC, math.nan)
     seconds = {r.regime.label: 0.0 for r in runs}
@@ -208,7 +215,10 @@ def run_rd_study(cfg: RDStudyConfig, run_dir: Path) -> dict:
         f"U[log {cfg.beta_range[0]:g}, log {cfg.beta_range[1]:g}] per {cfg.beta_sampling}, "
         f"{cfg.conditioning} conditioning. Classic = σ_x² = ½ fixed (Σ(x−μ)² + β·KL); "
         f"decoupled = σ_x `{cfg.decoupled_sigma_mode}` (sweep) / `{cfg.conditional_sigma_mode}` "
-        "(conditional), β on the rate only.\n",
+        "(conditional), β on the rate only. "
+        f"Seeds {cfg.seeds}: a FID cell is the mean over seeds ± the half-width of its 95 % "
+        "Student-t interval; the test terms of every run over seeds are in [sweep.md](sweep.md); "
+        f"figures of single runs show seed {shown[0].seed}.\n",
         "## Training time (seconds, all runs of the regime)\n",
         markdown_table(["regime", "seconds"], [[k, v] for k, v in sorted(seconds.items())]),
         "\n## Rate–distortion (test set, nats per example)\n",

@@ -18,13 +18,15 @@ from torch import Tensor
 from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
 from ..data import ImageData, load_data
 from ..distributions.log_uniform import PER_EXAMPLE
+from ..errors import VaelabError
 from ..evaluation.feature_extractors import get_feature_extractor
-from ..evaluation.rate_distortion import Regime
+from ..evaluation.rate_distortion import REGIMES, Regime
 from ..evaluation.sample_quality import sample_quality
 from ..models import VAE
 from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, two_stage_generate
 from ..registry import CONDITIONING
-from ..runs import Run, train_run
+from ..runs import Run, load_run
+from ..sweeps import TRAIN, Cell, make_cell, run_sweep
 from ..training import fit
 from .base import RecipeConfig
 
@@ -58,11 +60,12 @@ class StudyConfig(RecipeConfig):
 
 @dataclass
 class StudyRun:
-    """A trained run of a study and the regime it was built as."""
+    """A trained run of a study, the regime it was built as and its seed."""
 
     name: str  # sub-directory of the study
     regime: Regime
     run: Run
+    seed: int
 
     @property
     def model(self) -> VAE:
@@ -73,36 +76,61 @@ class StudyRun:
         return list(betas) if self.regime.conditional else [self.model.beta]
 
 
-def regime_configs(
+def regime_cells(
     cfg: RecipeConfig, data: DataConfig, sigma_modes: dict[Regime, str | None], betas: list[float]
-) -> dict[str, tuple[Regime, Config]]:
-    """Sub-directory → (regime, run config) for each regime of `sigma_modes` (regime → the σ
-    mode of its estimated σ_x; None for a classic one): a run per β of `betas` for a sweep,
-    one run for a β-conditional regime (`cfg.conditioning_fields()`); all of `cfg`'s
-    architecture and budget."""
+) -> list[Cell]:
+    """The runs of the regimes of `sigma_modes` (regime → the σ mode of its estimated σ_x;
+    None for a classic one) as sweep cells, each for every seed of `cfg.seeds`: a run per β
+    of `betas` for a sweep (`<regime>/beta<β>/seed<s>`), one run for a β-conditional regime
+    (`<regime>/seed<s>`, `cfg.conditioning_fields()`); all of `cfg`'s architecture and budget.
+    A cell's point is {"regime": label} and, for a sweep run, its "beta"."""
     train = cfg.training()
-    runs = {}
+    cells = []
     for regime, sigma_mode in sigma_modes.items():
         fields = cfg.architecture() | regime.overrides(sigma_mode)
         if regime.conditional:
-            models = {regime.name: ModelConfig(**fields, **cfg.conditioning_fields())}
+            models = {regime.name: ({}, ModelConfig(**fields, **cfg.conditioning_fields()))}
         else:
-            models = {f"{regime.name}/beta{b:g}": ModelConfig(**fields, beta=b) for b in betas}
-        runs |= {name: (regime, Config(data, model, train)) for name, model in models.items()}
-    return runs
+            models = {
+                f"{regime.name}/beta{b:g}": ({"beta": b}, ModelConfig(**fields, beta=b))
+                for b in betas
+            }
+        for name, (point, model) in models.items():
+            config, point = Config(data, model, train), {"regime": regime.label} | point
+            cells += [
+                make_cell(TRAIN, f"{name}/seed{seed}", config, point, seed) for seed in cfg.seeds
+            ]
+    return cells
 
 
 def train_regimes(
-    configs: dict[str, tuple[Regime, Config]], run_dir: Path, recipe: str, report: bool = False
+    cells: list[Cell], run_dir: Path, recipe: str, cfg: RecipeConfig
 ) -> list[StudyRun]:
-    """Train (or resume) every run of `regime_configs` in its sub-directory of `run_dir`."""
+    """Train (or resume) every cell of `regime_cells` by the grid runner (`cfg.sweep`: on Ray
+    when installed), then load them; the sweep table (test metrics over seeds) is written to
+    run_dir/sweep.md. Refuses, naming them, when runs failed."""
+    records = run_sweep(cells, run_dir, TRAIN, cfg.sweep)
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        raise VaelabError(
+            f"{recipe}: {len(failed)} of {len(records)} runs failed ("
+            + "; ".join(f"{r['name']}: {r.get('error', r['status'])}" for r in failed[:3])
+            + f"); see {run_dir / 'sweep.md'}, fix and run again (finished runs are kept)"
+        )
+    regimes = {r.label: r for r in REGIMES}
+    test_sets: dict[str, ImageData] = {}
     runs = []
-    for i, (name, (regime, config)) in enumerate(configs.items(), 1):
-        print(f"[{recipe}] {i}/{len(configs)} {name}: {regime.label}")
-        run = train_run(config, run_dir / name, report=report)
-        run.model.eval()
-        runs.append(StudyRun(name, regime, run))
+    for cell, record in zip(cells, records):
+        key = repr(cell.config["data"])
+        run = load_run(record["dir"], cfg.device, test_sets.get(key))
+        test_sets[key] = run.test_data
+        runs.append(StudyRun(cell.name, regimes[cell.point["regime"]], run, cell.seed))
     return runs
+
+
+def first_seed(runs: list[StudyRun]) -> list[StudyRun]:
+    """The runs of the first seed (what figures of single runs show)."""
+    return [r for r in runs if r.seed == runs[0].seed]
 
 
 # --- sample quality --------------------------------------------------------------------------
@@ -176,14 +204,14 @@ def sample_quality_study(
         if cfg.second_stage_steps:
             second = fit_second_stage(
                 study_run.model, train, cfg.second_stage_hidden, cfg.second_stage_steps,
-                run_dir / "second-stage" / study_run.name, seed=cfg.seed, progress=cfg.progress,
+                run_dir / "second-stage" / study_run.name, seed=study_run.seed, progress=cfg.progress,
             )  # fmt: skip
         for beta in study_run.betas(betas):
-            samples = decoder_samples(study_run.model, second, len(real), beta, cfg.seed)
+            samples = decoder_samples(study_run.model, second, len(real), beta, study_run.seed)
             for sampler, fake in samples.items():
                 rows.append(
                     {"regime": study_run.regime.label, "run": study_run.name, "beta": beta}
-                    | {"sampler": sampler}
-                    | sample_quality(extractor, real, fake, rng=cfg.seed)
+                    | {"seed": study_run.seed, "sampler": sampler}
+                    | sample_quality(extractor, real, fake, rng=study_run.seed)
                 )
     return {"features": extractor.name, "n_real": len(real), "rows": rows}
