@@ -8,6 +8,7 @@ cells whose record says done and reruns the others, which resume from their chec
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import socket
@@ -58,8 +59,26 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def execute_cell(target: Target, cell: Cell, cell_dir: str, device: str, threads: int) -> dict:
     """Run one cell in `cell_dir` with `threads` torch threads on `device`; its record (also
-    written to cell_dir/cell.json). An error is recorded as one line, never raised."""
+    written to cell_dir/cell.json). An error is recorded as one line, never raised.
+
+    The cell holds an exclusive lock on cell_dir/.lock while it runs (released by the OS if
+    its process dies): a worker left over from a killed sweep finishes or dies before a new
+    one touches the directory, and what it finished is not run again."""
     path = Path(cell_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = read_record(path)
+        if (
+            previous
+            and previous.get("status") == "done"
+            and previous.get("digest") == cell.digest(target)
+        ):
+            return previous
+        return _execute_locked(target, cell, path, device, threads)
+
+
+def _execute_locked(target: Target, cell: Cell, path: Path, device: str, threads: int) -> dict:
     record = {
         "name": cell.name,
         "point": cell.point,
