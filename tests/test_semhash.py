@@ -52,26 +52,62 @@ def test_semhash_run_reports_every_convention_and_retrieval(corpus, tmp_path):
     assert again["test"] == pytest.approx(test)
 
 
-@pytest.mark.parametrize("parallel", ["none", "ray"])
-def test_semhash_table_runs_cells_and_resumes_finished_ones(corpus, tmp_path, parallel):
-    if parallel == "ray":
+def table_args(corpus, run_dir, *settings):
+    return ["run", "semhash-table", "--run-dir", str(run_dir), "--set", f"data_path={corpus}",
+            "--set", "vocab_size=40", "--set", "depths=[0]", "--set", "epochs_single=3",
+            "--set", "epochs_multi=1", "--set", "samples_multi=2", "--set", "batch_size=30",
+            *(arg for s in settings for arg in ("--set", s))]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "where, seeds",
+    [("sweep.in_process=true", [0, 1]), ("sweep.max_concurrent=2", [0])],
+    ids=["in-process", "ray"],
+)
+def test_semhash_table_runs_cells_and_resumes_finished_ones(corpus, tmp_path, where, seeds):
+    if "in_process" not in where:  # the default path: Ray
         pytest.importorskip("ray")
-    args = ["run", "semhash-table", "--run-dir", str(tmp_path / "table"), "--set", f"data_path={corpus}",
-            "--set", "vocab_size=40", "--set", "encoders=[e1,e3]", "--set", "bits=[4]",
-            "--set", "depths=[0]", "--set", "epochs_single=3", "--set", "epochs_multi=1",
-            "--set", "samples_multi=2", "--set", "batch_size=30", "--set", f"parallel={parallel}",
-            "--set", "workers=2"]  # fmt: skip
+    run_dir = tmp_path / "table"
+    args = table_args(corpus, run_dir, "encoders=[e1,e3]", "bits=[4]", where,
+                      f"seeds=[{','.join(map(str, seeds))}]")  # fmt: skip
     assert main(args) == 0
-    table = json.loads((tmp_path / "table" / "table.json").read_text())
-    assert {(c["encoder"], c["bits"], c["depth"]) for c in table["cells"]} == {
-        ("e1", 4, 0),
-        ("e3", 4, 0),
-    }
-    assert all(c["convention"] == "saturated" and c["test_nelbo"] > 0 for c in table["cells"])
-    stamp = (tmp_path / "table" / "e1-4bit-depth0" / "results.json").stat().st_mtime_ns
+    table = json.loads((run_dir / "table.json").read_text())
+    assert [(c["encoder"], c["bits"], c["depth"], c["seeds"]) for c in table["cells"]] == [
+        ("e1", 4, 0, seeds),
+        ("e3", 4, 0, seeds),
+    ]
+    assert table["failed"] == []
+    for c in table["cells"]:
+        assert c["convention"] == "saturated" and c["test_nelbo"] > 0
+        assert c["intervals"]["test_nelbo"]["n"] == len(seeds)
+        assert (c["intervals"]["test_nelbo"]["se"] is None) == (len(seeds) == 1)
+    cells = [f"e1-4bit-depth0/seed{s}" for s in seeds] + [f"e3-4bit-depth0/seed{s}" for s in seeds]
+    assert json.loads((run_dir / "sweep.json").read_text())["cells"] == cells
+    stamps = {c: (run_dir / c / "results.json").stat().st_mtime_ns for c in cells}
     assert main(args) == 0  # finished cells are not rerun
-    assert (tmp_path / "table" / "e1-4bit-depth0" / "results.json").stat().st_mtime_ns == stamp
-    assert "Table 2" in (tmp_path / "table" / "report.md").read_text()
+    assert {c: (run_dir / c / "results.json").stat().st_mtime_ns for c in cells} == stamps
+    report = (run_dir / "report.md").read_text()
+    assert "Table 2" in report and ("±" in report) == (len(seeds) > 1)
+    assert (run_dir / "sweep.md").is_file()
+
+
+def test_semhash_table_writes_what_finished_and_names_a_failed_cell(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "table"
+    # exact enumeration takes at most 16 bits: the 17-bit cell fails when it builds its model
+    args = table_args(corpus, run_dir, "encoders=[e1]", "bits=[4,17]", "estimator=exact",
+                      "sweep.in_process=true")  # fmt: skip
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "1 of 2 cells failed" in error and "e1-17bit-depth0/seed0" in error
+    table = json.loads((run_dir / "table.json").read_text())
+    done, broken = table["cells"]
+    assert done["bits"] == 4 and done["seeds"] == [0] and done["test_nelbo"] > 0
+    assert broken["bits"] == 17 and broken["seeds"] == [] and broken["test_nelbo"] is None
+    assert [f["cell"] for f in table["failed"]] == ["e1-17bit-depth0/seed0"]
+    assert "16 bits" in table["failed"][0]["error"]
+    report = (run_dir / "report.md").read_text()
+    assert "Failed cells" in report and "e1-17bit-depth0/seed0" in report and "—" in report
 
 
 @pytest.mark.parametrize("experiment", ["semhash", "semhash-table"])

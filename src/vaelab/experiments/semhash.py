@@ -11,13 +11,15 @@ NELBO is reported per document in the three multinomial conventions (see
 `distributions.multinomial`); the paper's numbers and its public reproduction use
 `saturated`. Retrieval: precision@100 of test queries against the training set by Hamming
 distance between codes 1[q(z|x) > ½], relevant = same newsgroup.
+
+`semhash-table` runs one `semhash` per encoder × bits × depth × seed as a cell of the grid
+runner (`sweeps`, target `SEMHASH`) and tabulates the means over seeds with 95 % intervals.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -28,13 +30,15 @@ from ..distributions.multinomial import CONVENTIONS, convention_offset
 from ..errors import ConfigError, VaelabError
 from ..evaluation import evaluate
 from ..evaluation.retrieval import binary_codes, precision_at_k
-from ..files import atomic_write_text, read_json, write_json
+from ..files import atomic_write_text, write_json
 from ..models import build_vae
 from ..registry import ESTIMATORS
 from ..report import markdown_table
 from ..runs import seed_everything
+from ..sweeps import Cell, SweepOptions, Target, interval, make_cell, run_sweep, show
+from ..sweeps.table import summarise
 from ..training import Trainer
-from .base import experiment, recipe_training
+from .base import check_seeds, experiment, recipe_training
 
 SCHEDULES = {"paper": (1000, 500), "short": (20, 2)}  # epochs with 1 sample, then with 10
 
@@ -64,13 +68,12 @@ def check_discrete_estimator(name: str) -> None:
 
 
 @dataclass
-class SemhashConfig:
+class SemhashSettings:
+    """What the VAEs of a semantic-hashing recipe share: the corpus, the estimator, the
+    two-phase schedule and the optimiser."""
+
     data_path: str | None = None  # 20news-bydate.tar.gz or a load_files folder; else $VAELAB_20NEWS
     vocab_size: int = at_least(1, default=10_000)
-    encoder: str = one_of(ENCODERS, default="e1")
-    bits: int = at_least(1, default=64)
-    decoder_depth: int = at_least(0, default=0)
-    decoder_width: int = at_least(1, default=512)
     estimator: str = one_of(ESTIMATORS, default="disarm")  # one for discrete codes
     schedule: str = one_of(tuple(SCHEDULES), default="short")
     epochs_single: int | None = at_least(0, default=None)  # overrides the schedule's phase 1
@@ -78,12 +81,8 @@ class SemhashConfig:
     samples_multi: int = at_least(2, default=10)
     batch_size: int = at_least(1, default=100)
     lr: float = at_least(0.0, strict=True, default=1e-3)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = at_least(1, default=None)  # torch threads (None: torch's default)
     train_limit: int | None = at_least(1, default=None)
     test_limit: int | None = at_least(1, default=None)
-    progress: bool = True
 
     def __post_init__(self):
         check_discrete_estimator(self.estimator)
@@ -95,6 +94,31 @@ class SemhashConfig:
         single = single if self.epochs_single is None else self.epochs_single
         multi = multi if self.epochs_multi is None else self.epochs_multi
         return [(single, 1), (multi, self.samples_multi)]
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs over both phases."""
+        return sum(epochs for epochs, _ in self.phases)
+
+
+@dataclass
+class SemhashConfig(SemhashSettings):
+    """One semantic-hashing VAE: the shared settings, its encoder, code length and decoder."""
+
+    encoder: str = one_of(ENCODERS, default="e1")
+    bits: int = at_least(1, default=64)
+    decoder_depth: int = at_least(0, default=0)
+    decoder_width: int = at_least(1, default=512)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = at_least(1, default=None)  # torch threads (None: torch's default)
+    progress: bool = True
+
+
+def paper_value(paper: dict, encoder: str, bits: int, depth: int) -> int | None:
+    """The paper's number for a cell in `PAPER_TEST` or `PAPER_TRAIN`; None where it has none."""
+    row = paper.get(bits, {}).get(depth)
+    return row[ENCODERS.index(encoder)] if row else None
 
 
 def run_config(cfg: SemhashConfig, epochs: int, samples: int) -> Config:
@@ -148,7 +172,6 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
     seed_everything(cfg.seed)
     model = build_vae(first.model, train.shape)
     started = time.perf_counter()
-    epochs_run = 0
     for phase, (epochs, samples) in enumerate(cfg.phases, 1):
         if epochs == 0:
             continue
@@ -163,7 +186,6 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
             evaluate=lambda m: evaluate(m, test),
         )
         trainer.fit()
-        epochs_run += epochs
     model.to(trainer.device).eval()
     samples = cfg.samples_multi
     result = {
@@ -171,7 +193,7 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         "bits": cfg.bits,
         "depth": cfg.decoder_depth,
         "estimator": cfg.estimator,
-        "epochs": epochs_run,
+        "epochs": cfg.total_epochs,
         "phases": [{"epochs": e, "samples": s} for e, s in cfg.phases],
         "train": nelbo_by_convention(model, train, samples),
         "test": nelbo_by_convention(model, test, samples),
@@ -188,8 +210,7 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         "config": asdict(cfg),
     }
     write_json(run_dir / "results.json", result)
-    paper = PAPER_TEST.get(cfg.bits, {}).get(cfg.decoder_depth)
-    reference = f"{paper[ENCODERS.index(cfg.encoder)]}" if paper else "—"
+    reference = paper_value(PAPER_TEST, cfg.encoder, cfg.bits, cfg.decoder_depth) or "—"
     rows = [
         [
             c,
@@ -201,7 +222,7 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
     report = [
         f"# Semantic hashing: {cfg.encoder}, {cfg.bits} bits, decoder depth {cfg.decoder_depth}\n",
         f"{result['documents']['train']} training / {result['documents']['test']} test documents, "
-        f"V = {cfg.vocab_size}; estimator {cfg.estimator}; {epochs_run} epochs "
+        f"V = {cfg.vocab_size}; estimator {cfg.estimator}; {cfg.total_epochs} epochs "
         f"({', '.join(f'{e} × {s} sample(s)' for e, s in cfg.phases)}), batch {cfg.batch_size}, "
         f"Adam {cfg.lr:g}.\n",
         "## NELBO per document (nats)\n",
@@ -214,193 +235,162 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
     return result
 
 
-# --- the 36-cell table ----------------------------------------------------------------------
+# --- the 36-cell table, on the grid runner ----------------------------------------------------
+
+
+def semhash_cell(cfg: SemhashConfig, cell_dir: Path) -> dict[str, float]:
+    """`run_semhash` in `cell_dir` (resumes); the cell's `METRICS`."""
+    result = run_semhash(cfg, cell_dir)
+    return {
+        "train_nelbo": result["train"]["nelbo_saturated"],
+        "test_nelbo": result["test"]["nelbo_saturated"],
+        "test_rate": result["test"]["rate"],
+        "precision_at_100": result["precision_at_100"],
+    }
+
+
+METRICS = ("train_nelbo", "test_nelbo", "test_rate", "precision_at_100")  # of `semhash_cell`
+SEMHASH = Target("semhash", SemhashConfig, semhash_cell, "seed", "device", {"progress": False})
 
 
 @dataclass
-class SemhashTableConfig:
-    data_path: str | None = None
-    vocab_size: int = at_least(1, default=10_000)
+class SemhashTableConfig(SemhashSettings):
+    """Table 2: a `SemhashConfig` per encoder × bits × decoder depth × seed, each a cell of
+    the grid runner (`sweep`: its options; Ray when installed)."""
+
     encoders: list[str] = field(default_factory=lambda: list(ENCODERS))
     bits: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
     depths: list[int] = field(default_factory=lambda: [0, 1, 2])
-    estimator: str = one_of(ESTIMATORS, default="disarm")  # one for discrete codes
-    schedule: str = one_of(tuple(SCHEDULES), default="short")
-    epochs_single: int | None = at_least(0, default=None)
-    epochs_multi: int | None = at_least(0, default=None)
-    samples_multi: int = at_least(2, default=10)
-    batch_size: int = at_least(1, default=100)
-    lr: float = at_least(0.0, strict=True, default=1e-3)
-    seed: int = 0
-    train_limit: int | None = at_least(1, default=None)
-    test_limit: int | None = at_least(1, default=None)
-    parallel: str = one_of(("ray", "none"), default="ray")
-    address: str | None = None  # a Ray cluster ("ray://host:10001", "auto"); None: start one here
-    workers: int | None = at_least(1, default=None)  # cells at once on a local Ray (default: cores)
+    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed of every cell
+    sweep: SweepOptions = field(default_factory=SweepOptions)
 
     def __post_init__(self):
-        check_discrete_estimator(self.estimator)
+        super().__post_init__()
         for e in self.encoders:
             if e not in ENCODERS:
                 raise ConfigError(f"encoders: unknown encoder {e!r}; use {', '.join(ENCODERS)}")
         if any(b < 1 for b in self.bits) or any(d < 0 for d in self.depths):
             raise ConfigError("bits must be ≥ 1 and depths ≥ 0")
+        check_seeds(self.seeds)
 
-    def cells(self) -> list[SemhashConfig]:
-        common = {k: getattr(self, k) for k in SHARED_SETTINGS}
-        return [
-            SemhashConfig(
-                **common,
-                encoder=e,
-                bits=b,
-                decoder_depth=d,
-                threads=1,
-                progress=False,
-                device="cpu",
-            )
-            for d in self.depths
-            for b in self.bits
-            for e in self.encoders
-        ]
-
-
-SHARED_SETTINGS = (
-    "data_path", "vocab_size", "estimator", "schedule", "epochs_single", "epochs_multi",
-    "samples_multi", "batch_size", "lr", "seed", "train_limit", "test_limit",
-)  # fmt: skip
-
-
-def cell_name(cell: SemhashConfig) -> str:
-    return f"{cell.encoder}-{cell.bits}bit-depth{cell.decoder_depth}"
-
-
-def _run_cell(cell: SemhashConfig, cell_dir: str) -> dict:
-    return run_semhash(cell, Path(cell_dir))
-
-
-def run_cells(cells: list[SemhashConfig], run_dir: Path, cfg: SemhashTableConfig) -> None:
-    """Run the cells that have no results yet: on Ray (local or a cluster) or one by one."""
-    todo = [c for c in cells if not (run_dir / cell_name(c) / "results.json").exists()]
-    print(
-        f"[semhash-table] {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)}"
-    )
-    if not todo:
-        return
-    if cfg.parallel == "none":
-        for i, cell in enumerate(todo, 1):
-            print(f"[semhash-table] {i}/{len(todo)} {cell_name(cell)}")
-            _run_cell(cell, str(run_dir / cell_name(cell)))
-        return
-    try:
-        import ray
-    except ImportError:
-        raise VaelabError(
-            "semhash-table: Ray is not installed (pip install 'vaelab[ray]'), or set parallel=none"
-        ) from None
-    from tqdm.auto import tqdm
-
-    if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=cfg.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False
-        )
-    try:
-        task = ray.remote(num_cpus=1)(_run_cell)
-        pending = {task.remote(c, str(run_dir.resolve() / cell_name(c))): c for c in todo}
-        with tqdm(total=len(pending), desc="cells") as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                cell = pending.pop(done[0])
-                ray.get(done[0])  # re-raises a cell's error here
-                bar.set_postfix_str(cell_name(cell))
-                bar.update(1)
-    finally:
-        ray.shutdown()
+    def cells(self) -> list[Cell]:
+        """`<encoder>-<bits>bit-depth<depth>/seed<s>`, point {encoder, bits, depth}."""
+        shared = {f.name: getattr(self, f.name) for f in fields(SemhashSettings)}
+        cells = []
+        for d in self.depths:
+            for b in self.bits:
+                for e in self.encoders:
+                    config = SemhashConfig(**shared, encoder=e, bits=b, decoder_depth=d)
+                    point = {"encoder": e, "bits": b, "depth": d}
+                    cells += [
+                        make_cell(SEMHASH, f"{e}-{b}bit-depth{d}/seed{s}", config, point, s)
+                        for s in self.seeds
+                    ]
+        return cells
 
 
 @experiment(
     "semhash-table",
     SemhashTableConfig,
-    "Table 2: NELBO and precision@100 over encoders × bits × depths",
+    "Table 2: NELBO and precision@100 over encoders × bits × depths (× seeds)",
 )
 def run_semhash_table(cfg: SemhashTableConfig, run_dir: Path) -> dict:
-    cells = cfg.cells()
-    run_cells(cells, run_dir, cfg)
-    results = [read_json(run_dir / cell_name(c) / "results.json") for c in cells]
+    """Run (or resume) every cell, then write table.json and report.md (and the grid runner's
+    sweep.md) of what finished; refuses, naming them, when cells failed."""
+    records = run_sweep(cfg.cells(), run_dir, SEMHASH, cfg.sweep)
+    rows = table_rows(records, cfg)
+    failed = [
+        {"cell": r["name"], "error": r.get("error", r["status"])}
+        for r in records
+        if r["status"] != "done"
+    ]
+    write_json(run_dir / "table.json", {"seeds": cfg.seeds, "cells": rows, "failed": failed})
+    write_table_report(run_dir, rows, failed, cfg)
+    if failed:
+        raise VaelabError(
+            f"semhash-table: {len(failed)} of {len(records)} cells failed ("
+            + "; ".join(f"{f['cell']}: {f['error']}" for f in failed[:3])
+            + f"); the others are in {run_dir / 'report.md'}; fix and run again "
+            "(finished cells are kept)"
+        )
+    return {"cells": rows, "failed": failed}
+
+
+def table_rows(records: list[dict], cfg: SemhashTableConfig) -> list[dict]:
+    """Per (encoder, bits, depth), in the cells' order: the seeds that finished, how many
+    failed, the mean of every metric of `METRICS` over the finished seeds (None without one)
+    and its 95 % interval (`sweeps.interval`, in "intervals"), and the paper's NELBOs."""
+    _, _, summary = summarise(records)
     rows = []
-    for r in results:
-        paper = PAPER_TEST.get(r["bits"], {}).get(r["depth"])
-        paper_train = PAPER_TRAIN.get(r["bits"], {}).get(r["depth"])
-        i = ENCODERS.index(r["encoder"])
+    for s in summary:
+        e, bits, depth = (s["point"][k] for k in ("encoder", "bits", "depth"))
+        stats = {m: s["stats"].get(m, interval([])) for m in METRICS}
         rows.append({
-            "encoder": r["encoder"], "bits": r["bits"], "depth": r["depth"], "epochs": r["epochs"],
-            "estimator": r["estimator"], "train_nelbo": r["train"]["nelbo_saturated"],
-            "test_nelbo": r["test"]["nelbo_saturated"], "precision_at_100": r["precision_at_100"],
-            "convention": "saturated", "paper_train_nelbo": paper_train[i] if paper_train else None,
-            "paper_test_nelbo": paper[i] if paper else None,
+            "encoder": e, "bits": bits, "depth": depth, "epochs": cfg.total_epochs,
+            "estimator": cfg.estimator, "seeds": s["seeds"], "failed": s["failed"],
+            **{m: stats[m]["mean"] for m in METRICS}, "intervals": stats,
+            "convention": "saturated",
+            "paper_train_nelbo": paper_value(PAPER_TRAIN, e, bits, depth),
+            "paper_test_nelbo": paper_value(PAPER_TEST, e, bits, depth),
         })  # fmt: skip
-    write_json(run_dir / "table.json", {"cells": rows})
-    write_table_report(run_dir, rows, cfg)
-    return {"cells": rows}
+    return rows
 
 
 def best_encoder_per_row(rows: list[dict]) -> dict[tuple[int, int], str]:
-    """(bits, depth) → the encoder with the lowest test NELBO."""
+    """(bits, depth) → the encoder with the lowest test NELBO (mean over seeds), among the
+    rows that have one."""
     best: dict[tuple[int, int], dict] = {}
-    for r in rows:
+    for r in (r for r in rows if r["test_nelbo"] is not None):
         key = (r["bits"], r["depth"])
         if key not in best or r["test_nelbo"] < best[key]["test_nelbo"]:
             best[key] = r
     return {k: v["encoder"] for k, v in best.items()}
 
 
-def write_table_report(run_dir: Path, rows: list[dict], cfg: SemhashTableConfig) -> None:
+def write_table_report(
+    run_dir: Path, rows: list[dict], failed: list[dict], cfg: SemhashTableConfig
+) -> None:
     by = {(r["encoder"], r["bits"], r["depth"]): r for r in rows}
     encoders, depths = [e for e in ENCODERS if e in cfg.encoders], sorted(cfg.depths)
     headers = ["bits"] + [f"d{d} {e}" for d in depths for e in encoders]
 
-    def table(key: str, paper: dict) -> str:
-        lines = []
-        for bits in sorted(cfg.bits):
-            ours = [
-                by.get((e, bits, d), {}).get(key, float("nan")) for d in depths for e in encoders
-            ]
-            ref = [
-                paper.get(bits, {}).get(d, (None,) * 3)[ENCODERS.index(e)]
-                for d in depths
-                for e in encoders
-            ]
-            lines.append(
-                [bits, *(f"{o:.1f} ({p})" if p else f"{o:.1f}" for o, p in zip(ours, ref))]
-            )
+    def entry(key: str, paper: dict | None, e: str, bits: int, d: int) -> str:
+        ours = show(by[(e, bits, d)]["intervals"][key]) if (e, bits, d) in by else "—"
+        ref = paper_value(paper, e, bits, d) if paper else None
+        return ours if ref is None else f"{ours} ({ref})"
+
+    def table(key: str, paper: dict | None = None) -> str:
+        lines = [
+            [bits, *(entry(key, paper, e, bits, d) for d in depths for e in encoders)]
+            for bits in sorted(cfg.bits)
+        ]
         return markdown_table(headers, lines)
 
-    precision = [
-        [
-            bits,
-            *(
-                f"{by.get((e, bits, d), {}).get('precision_at_100', float('nan')):.3f}"
-                for d in depths
-                for e in encoders
-            ),
-        ]
-        for bits in sorted(cfg.bits)
-    ]
     winners = best_encoder_per_row(rows)
     e1_best = sum(1 for v in winners.values() if v == "e1")
-    epochs = sorted({r["epochs"] for r in rows})
+    over_seeds = (
+        f"the mean over seeds {cfg.seeds} ± the half-width of its 95 % Student-t interval; "
+        if len(cfg.seeds) > 1
+        else f"seed {cfg.seeds[0]}; "
+    )
     report = [
         "# Semantic hashing on 20 Newsgroups — Table 2\n",
-        f"Estimator {cfg.estimator}, schedule {cfg.schedule} ({epochs} epochs per cell), batch "
-        f"{cfg.batch_size}, Adam {cfg.lr:g}. NELBO per document, nats, saturated convention; the "
-        "paper's value (1500 epochs, ARM) in brackets.\n",
+        f"Estimator {cfg.estimator}, schedule {cfg.schedule} ({cfg.total_epochs} epochs per cell), "
+        f"batch {cfg.batch_size}, Adam {cfg.lr:g}. NELBO per document, nats, saturated "
+        f"convention; {over_seeds}the paper's value (1500 epochs, ARM) in brackets. Every "
+        "cell: [sweep.md](sweep.md).\n",
         "## Test NELBO\n",
         table("test_nelbo", PAPER_TEST),
         "\n## Train NELBO\n",
         table("train_nelbo", PAPER_TRAIN),
         "\n## precision@100 (test queries vs training set)\n",
-        markdown_table(headers, precision),
+        table("precision_at_100"),
         f"\ne1 has the lowest test NELBO in {e1_best} of {len(winners)} (bits, depth) rows.\n",
     ]
+    if failed:
+        report += [
+            f"## Failed cells ({len(failed)}; run the same command again to retry them)\n",
+            *(f"- `{f['cell']}`: {f['error']}" for f in failed),
+            "",
+        ]
     atomic_write_text(run_dir / "report.md", "\n".join(report))
