@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+from scipy import stats
 
 from vaelab.cli import main
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -34,13 +35,14 @@ def test_rd_evaluates_conditional_runs_on_the_grid_and_sweeps_at_their_beta(tmp_
     ).read_text()
 
 
-def test_rd_study_recipe_writes_its_report(tmp_path):
+def test_rd_study_recipe_trains_every_seed_and_reports_intervals(tmp_path):
     args = [
         "run", "rd-study", "--run-dir", str(tmp_path / "study"),
         "--set", "dataset=digits", "--set", "latent_dim=4", "--set", "hidden=[32]",
         "--set", "epochs=2", "--set", "sweep_betas=[0.1,1]", "--set", "rd_points=3",
         "--set", "fid_samples=100", "--set", "progress=false", "--set", "device=cpu",
         "--set", "posterior_channels=2", "--set", "second_stage_steps=20",
+        "--set", "seeds=[0,1]",
     ]  # fmt: skip
     assert main(args) == 0
     study = tmp_path / "study"
@@ -62,7 +64,19 @@ def test_rd_study_recipe_writes_its_report(tmp_path):
     assert {(r["regime"], r["sampler"]) for r in fid["rows"]} == {
         (regime, sampler) for regime in regimes for sampler in ("prior", "two-stage")
     }
-    assert len(fid["rows"]) == 2 * (2 + 2 + 2 + 2)
+    assert len(fid["rows"]) == 2 * 2 * (2 + 2 + 2 + 2)  # × 2 seeds
+    assert {r["seed"] for r in fid["rows"]} == {0, 1}
+    # a FID cell is the mean over the seeds ± the half-width of the 95 % t interval
+    ours = [
+        r["fid"] for r in fid["rows"]
+        if r["regime"] == "(iv) decoupled β-conditional" and r["beta"] == 0.1 and r["sampler"] == "prior"
+    ]  # fmt: skip
+    half = stats.t.ppf(0.975, 1) * stats.sem(ours)
+    assert f"{sum(ours) / 2:.4g} ± {half:.2g}" in report
+    # the runs: every regime × setting × seed a cell of the grid runner, with its table
+    table = json.loads((study / "sweep_table.json").read_text())
+    assert len(table["cells"]) == (2 + 2 + 1 + 1) * 2
+    assert all(len(row["seeds"]) == 2 for row in table["summary"])
 
 
 def test_the_regimes_are_read_from_the_sigma_modes_flags():

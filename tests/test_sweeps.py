@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from vaelab.files import read_jsonl
 from vaelab.sweeps import (
     TRAIN,
     SweepOptions,
+    Target,
     grid_cells,
     interval,
     parse_grid,
@@ -294,3 +296,28 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, slow_referenc
     steps = [r["step"] for r in read_jsonl(out / interrupted / "metrics.jsonl")]
     assert 0 < max(steps) < 160  # trained some of its 160 steps, not all
     finish_and_compare(argv, out, slow_reference)
+
+
+def test_cells_fit_the_cluster_and_gpu_cells_run_on_cuda():
+    options = SweepOptions(cpus_per_run=1, gpus_per_run=0.25)
+    assert sweep_execute.slots({"CPU": 8.0, "GPU": 1.0}, options) == 4  # four per GPU
+    assert sweep_execute.slots({"CPU": 2.0}, SweepOptions(max_concurrent=1)) == 1
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        sweep_execute.slots({"CPU": 8.0}, options)
+    (cell,) = grid_cells(TRAIN, TINY, {}, None)
+    assert TRAIN.placed(cell.config, options.device).train.device == "cuda"
+    assert TRAIN.placed(cell.config, "cpu").train.progress is False
+
+
+def crash(cfg, cell_dir):
+    os._exit(3)  # the worker process dies mid-cell
+
+
+def test_a_cell_whose_worker_dies_is_recorded_as_failed(local_ray, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    dying = Target("dying", TRAIN.config_cls, crash, "train.seed", "train.device")
+    cells = grid_cells(dying, TINY, {"model.beta": [0.5, 2.0]}, [0])
+    records = run_sweep(cells, tmp_path, dying, SweepOptions(progress=False))
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert all("\n" not in r["error"] and r["point"] for r in records)
+    assert "failed" in (tmp_path / "sweep.md").read_text()

@@ -78,16 +78,21 @@ def execute_cell(target: Target, cell: Cell, cell_dir: str, device: str, threads
         return _execute_locked(target, cell, path, device, threads)
 
 
-def _execute_locked(target: Target, cell: Cell, path: Path, device: str, threads: int) -> dict:
-    record = {
+def cell_record(target: Target, cell: Cell, status: str) -> dict:
+    """What cell.json says of a cell before its outcome is added."""
+    return {
         "name": cell.name,
         "point": cell.point,
         "seed": cell.seed,
         "digest": cell.digest(target),
         "target": target.name,
         "config": cell.config,
-        "status": "running",
+        "status": status,
     }
+
+
+def _execute_locked(target: Target, cell: Cell, path: Path, device: str, threads: int) -> dict:
+    record = cell_record(target, cell, "running")
     write_json(path / CELL_RECORD, record)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -270,10 +275,8 @@ def run_cells(
                 try:
                     record = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the worker died (e.g. out of memory)
-                    record = (read_record(dirs[cell.name]) or {"name": cell.name}) | {
-                        "status": "failed",
-                        "error": one_line(exc).splitlines()[0][:300],
-                    }
+                    error = one_line(exc).split(". ")[0]
+                    record = cell_record(target, cell, "failed") | {"error": error}
                     write_json(dirs[cell.name] / CELL_RECORD, record)
                 records[cell.name] = record
                 progress.update(record, running=min(len(running) + len(queue), n_slots))
