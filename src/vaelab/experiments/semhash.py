@@ -35,8 +35,16 @@ from ..models import build_vae
 from ..registry import ESTIMATORS
 from ..report import markdown_table
 from ..runs import seed_everything
-from ..sweeps import Cell, SweepOptions, Target, interval, make_cell, run_sweep, show
-from ..sweeps.table import summarise
+from ..sweeps import (
+    Cell,
+    SweepOptions,
+    Target,
+    interval,
+    make_cell,
+    run_sweep,
+    show,
+    summarise,
+)
 from ..training import Trainer
 from .base import check_seeds, experiment, recipe_training
 

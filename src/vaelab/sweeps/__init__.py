@@ -14,7 +14,7 @@ from ..config import Config, from_dict, read_mapping
 from ..files import write_json
 from .cells import TRAIN, Cell, Target, grid_cells, make_cell, parse_grid, parse_seeds
 from .execute import SweepOptions, run_cells
-from .table import SPEC, interval, show, write_sweep_report
+from .table import SPEC, interval, show, summarise, write_sweep_report
 
 __all__ = [
     "TRAIN",
@@ -28,6 +28,7 @@ __all__ = [
     "parse_seeds",
     "run_sweep",
     "show",
+    "summarise",
     "sweep",
     "write_sweep_report",
 ]
