@@ -16,6 +16,17 @@ own loop and is kept whole once trained.
 Each stage reports the ELBO and the IWAE log-likelihood of held-out ground-truth samples and
 the FID of its samples (decoder means) against the ground truth's — the paper's Table 1.
 The paper's effect: the ELBO rises while the decoder moves away from the truth.
+
+Seeds: all of the above is one seed's run (`run_groundtruth_seed`, in run_dir/seed<s>/, with
+its own results.json, report.md and samples.png), and every seed of `seeds` is a cell of the
+grid runner (`TARGET`, `sweeps.run_sweep`: on Ray when installed, else — or with
+`sweep.in_process` — one after another here; run_dir/sweep.md tabulates the cells). The
+recipe's results.json and report.md give Table 1 as the mean over seeds ± the half-width of
+the 95 % Student-t interval (one seed: the values alone), each seed's verdict and how many
+seeds reproduce the effect. Configs: `GroundTruthSettings` holds what a seed's run is made of;
+`GroundTruthSeedConfig` adds the one int `seed` (the cell's, what the runner sets) with
+`device` and `progress` (set by the runner too: CPU, or CUDA with `sweep.gpus_per_run` > 0;
+no progress bars); `GroundTruthConfig`, the recipe's, adds `seeds` and `sweep` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +47,7 @@ from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from ..config import DataConfig, at_least, one_of
 from ..data import TensorData, load_data
 from ..distributions import DiagonalGaussian, GaussianLikelihood, StandardNormal
+from ..errors import VaelabError
 from ..estimators import LossTerms, ObjectiveTerms
 from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.figures import save_image_grid
@@ -45,9 +57,10 @@ from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import markdown_table
+from ..sweeps import SweepOptions, Target, interval, make_cell, run_sweep, show
 from ..training import fit
 from ..training.distributed import resolve_device
-from .base import experiment, recipe_training
+from .base import check_seeds, experiment, recipe_training
 
 PAPER = [  # Table 1, CelebA 64×64
     ("optimize encoder (conditional likelihood)", -364513.78, 0.13),
@@ -57,7 +70,9 @@ PAPER = [  # Table 1, CelebA 64×64
 
 
 @dataclass
-class GroundTruthConfig:
+class GroundTruthSettings:
+    """What a seed's run is made of: the truth, the fits and the measurements."""
+
     dataset: str = one_of(DATASETS, default="fashion-mnist")
     data_path: str | None = None
     train_limit: int | None = at_least(1, default=None)  # GAN training images (quick runs)
@@ -79,9 +94,35 @@ class GroundTruthConfig:
     ais_steps: int = at_least(1, default=3000)
     fid_samples: int = at_least(2, default=5000)
     inception_weights: str | None = None
+
+
+@dataclass
+class GroundTruthSeedConfig(GroundTruthSettings):
+    """One seed's run: a cell of the grid runner (`TARGET`), which sets `device` and
+    `progress`."""
+
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+
+
+@dataclass
+class GroundTruthConfig(GroundTruthSettings):
+    """The recipe: a run of every seed of `seeds`, as cells of the grid runner (`sweep`). No
+    `device` or `progress`: the runner places every cell (CPU with `sweep.cpus_per_run`
+    threads; CUDA with `sweep.gpus_per_run` > 0) and reports a line per finished cell."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    sweep: SweepOptions = field(default_factory=SweepOptions)
+
+    def __post_init__(self):
+        check_seeds(self.seeds)
+
+    def seed_config(self, seed: int) -> GroundTruthSeedConfig:
+        settings = {
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(GroundTruthSettings)
+        }
+        return GroundTruthSeedConfig(**settings, seed=seed)
 
 
 # --- the GAN ------------------------------------------------------------------------------
@@ -128,7 +169,7 @@ def trained_once(module: nn.Module, path: Path, train: Callable[[], None]) -> No
     save_checkpoint(path, {f"model.{k}": v for k, v in module.state_dict().items()}, {})
 
 
-def train_gan(cfg: GroundTruthConfig, train, generator: Generator) -> None:
+def train_gan(cfg: GroundTruthSeedConfig, train, generator: Generator) -> None:
     """Non-saturating GAN (Goodfellow et al. 2014), Adam(2e-4, β1 = 0.5)."""
     device = next(generator.parameters()).device
     disc = discriminator(train.shape[0]).to(device)
@@ -167,7 +208,7 @@ class GroundTruth:
         return z, mean + self.sigma * torch.randn(mean.shape, device=device, generator=generator)
 
 
-def build_model(cfg: GroundTruthConfig, generator: Generator, shape, sigma_mode: str) -> VAE:
+def build_model(cfg: GroundTruthSettings, generator: Generator, shape, sigma_mode: str) -> VAE:
     encoder, _ = NETWORKS.get("conv")(
         data_shape=shape,
         encoder_outputs=2 * cfg.latent_dim,
@@ -219,7 +260,7 @@ def fit_on_draws(
     truth: GroundTruth,
     objective: Callable[[VAE, Tensor, Tensor], Any],
     steps: int,
-    cfg: GroundTruthConfig,
+    cfg: GroundTruthSeedConfig,
     fit_dir: Path,
 ) -> None:
     """`steps` Adam steps of `objective` on batches of `batch_size` fresh draws, as a fit in
@@ -235,7 +276,7 @@ def fit_on_draws(
 
 @torch.no_grad()
 def measure(
-    model: VAE, held_out: Tensor, reference: Tensor, extractor, cfg: GroundTruthConfig
+    model: VAE, held_out: Tensor, reference: Tensor, extractor, cfg: GroundTruthSeedConfig
 ) -> dict:
     """ELBO and IWAE log-likelihood of held-out truth samples; FID of samples vs the truth's.
     Seeded, so a resumed run measures what an uninterrupted one would."""
@@ -267,7 +308,7 @@ def measure(
 
 
 @torch.no_grad()
-def measure_ais(model: VAE, held_out: Tensor, cfg: GroundTruthConfig) -> dict:
+def measure_ais(model: VAE, held_out: Tensor, cfg: GroundTruthSeedConfig) -> dict:
     """AIS log-likelihood (Wu et al. 2017; 8 chains, 5 leapfrog steps) of the first
     `ais_examples` held-out samples, and IWAE on the same samples for comparison."""
     x = held_out[: cfg.ais_examples]
@@ -281,10 +322,17 @@ def measure_ais(model: VAE, held_out: Tensor, cfg: GroundTruthConfig) -> dict:
     }
 
 
-@experiment(
-    "groundtruth", GroundTruthConfig, "ELBO vs a known ground-truth decoder (GAN + noise): Table 1"
-)
-def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
+# the rows of Table 1 (the keys of a seed's flat metrics: `<stage>_<measurement>`)
+STAGES = ("encoder", "truth", "fixed", "learned")
+MEASUREMENTS = ("elbo", "iwae_loglik", "ais_loglik", "fid", "sigma")
+COLUMNS = ("elbo", "iwae_loglik", "ais_loglik", "iwae_loglik_ais_examples", "fid", "sigma")
+
+
+def run_groundtruth_seed(cfg: GroundTruthSeedConfig, run_dir: Path) -> dict[str, float]:
+    """One seed's run in `run_dir` (resumed from whatever it holds): the GAN, the fits, the
+    measurements, results.json, report.md and samples.png; its flat metrics
+    (`truth_elbo`, `fixed_fid`, …: `STAGES` × `MEASUREMENTS`, those measured)."""
+    run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train, _ = load_data(
@@ -352,26 +400,130 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
                     title="rows: truth (2) · ELBO σ fixed (2) · ELBO σ learned (2)")  # fmt: skip
     results = {"rows": rows, "fid_features": extractor.name, "config": asdict(cfg)}
     write_json(run_dir / "results.json", results)
-    write_report(run_dir, rows, extractor.name, cfg)
+    write_report(run_dir, rows, extractor.name, cfg, verdict(rows)[1], "samples.png")
+    return {
+        f"{stage}_{key}": row[key]
+        for stage, row in zip(STAGES, rows)
+        for key in MEASUREMENTS
+        if key in row
+    }
+
+
+TARGET = Target(
+    "groundtruth",
+    GroundTruthSeedConfig,
+    run_groundtruth_seed,
+    "seed",
+    "device",
+    {"progress": False},
+)
+
+
+@experiment(
+    "groundtruth", GroundTruthConfig, "ELBO vs a known ground-truth decoder (GAN + noise): Table 1"
+)
+def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
+    """Every seed's run as a cell of the grid runner (run_dir/seed<s>/, the sweep table in
+    run_dir/sweep.md), then Table 1 over the seeds that finished (mean ± 95 % half-width),
+    each seed's verdict and the failed seeds' errors in results.json and report.md. Refuses
+    when no seed finished."""
+    run_dir = Path(run_dir)
+    cells = [make_cell(TARGET, f"seed{s}", cfg.seed_config(s), {}, s) for s in cfg.seeds]
+    records = run_sweep(cells, run_dir, TARGET, cfg.sweep)
+    done = [r for r in records if r["status"] == "done"]
+    if not done:
+        raise VaelabError(
+            "groundtruth: no seed finished ("
+            + "; ".join(f"seed {r['seed']}: {r.get('error', r['status'])}" for r in records[:3])
+            + f"); see {run_dir / 'sweep.md'}, fix and run again"
+        )
+    seeds, finished = [], []
+    for record in records:
+        where = Path(record["dir"]).resolve().relative_to(run_dir.resolve()).as_posix()
+        entry = {"seed": record["seed"], "status": record["status"], "dir": where}
+        if record["status"] == "done":
+            seed_results = read_json(Path(record["dir"]) / "results.json")
+            reproduced, text = verdict(seed_results["rows"])
+            entry |= {"reproduced": reproduced, "verdict": text, "rows": seed_results["rows"]}
+            finished.append(entry | {"fid_features": seed_results["fid_features"]})
+        else:
+            entry["error"] = record.get("error", record["status"])
+        seeds.append(entry)
+    rows = summary_rows([e["rows"] for e in finished])
+    results = {
+        "seeds": cfg.seeds,
+        "done": len(finished),
+        "reproduced": sum(e["reproduced"] for e in finished),
+        "interval": "per stage over the finished seeds: n, mean, standard error and the 95 % "
+        "Student-t interval mean ± t_{0.975, n-1} · s/√n (one seed: the value alone)",
+        "rows": rows,
+        "per_seed": seeds,
+        "fid_features": finished[0]["fid_features"],
+        "config": asdict(cfg),
+    }
+    write_json(run_dir / "results.json", results)
+    shown = [{k: show(v) if isinstance(v, dict) else v for k, v in r.items()} for r in rows]
+    samples = f"{finished[0]['dir']}/samples.png"
+    note = (
+        f" Seeds {', '.join(map(str, cfg.seeds))}: per stage the mean over the "
+        f"{len(finished)} finished seeds ± the half-width of the 95 % Student-t interval; "
+        "every cell in [sweep.md](sweep.md); samples of seed "
+        f"{finished[0]['seed']}."
+        if len(cfg.seeds) > 1
+        else ""
+    )
+    features = finished[0]["fid_features"]
+    write_report(run_dir, shown, features, cfg, seeds_text(seeds), samples, note)
     return results
 
 
-def write_report(run_dir: Path, rows: list[dict], features: str, cfg: GroundTruthConfig) -> None:
+def summary_rows(per_seed_rows: list[list[dict]]) -> list[dict]:
+    """Table 1 over seeds: per stage, the `sweeps.interval` of every column any seed has."""
+    rows = []
+    for stage in zip(*per_seed_rows):
+        row = {"experiment": stage[0]["experiment"]}
+        for key in COLUMNS:
+            if any(key in r for r in stage):
+                row[key] = interval([r[key] for r in stage if key in r])
+        if "ais_examples" in stage[0]:
+            row["ais_examples"] = stage[0]["ais_examples"]
+        rows.append(row)
+    return rows
+
+
+def seeds_text(seeds: list[dict]) -> str:
+    """The verdict of the recipe: one seed's verdict as it is; for several, how many seeds
+    reproduce the effect and each seed's verdict (or error)."""
+    if len(seeds) == 1:
+        return seeds[0]["verdict"]
+    finished = [s for s in seeds if s["status"] == "done"]
+    failed = len(seeds) - len(finished)
+    lines = [
+        f"Per seed (each seed's run and report in its directory): the paper's effect is "
+        f"reproduced by {sum(s['reproduced'] for s in finished)} of {len(finished)} finished "
+        f"seeds{f' ({failed} failed)' if failed else ''}.\n"
+    ]
+    for s in seeds:
+        if s["status"] == "done":
+            lines.append(
+                f"- seed {s['seed']} ([{s['dir']}/]({s['dir']}/report.md)): {s['verdict']}"
+            )
+        else:
+            lines.append(f"- seed {s['seed']}: {s['status']} — {s['error']}")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict]) -> tuple[bool, str]:
+    """Whether one seed's Table 1 shows the paper's effect (the ELBO of both decoder fits
+    above the truth's while their likelihood — AIS when measured, else IWAE — is below it and
+    their FID above), and the sentence that says so."""
     has_ais = all("ais_loglik" in r for r in rows)
-    columns = ["experiment", "ELBO", f"IWAE log-lik ({cfg.eval_samples})", "FID", "σ"]
-    table = [[r["experiment"], r["elbo"], r["iwae_loglik"], r["fid"], r["sigma"]] for r in rows]
-    if has_ais:
-        n = rows[1]["ais_examples"]
-        columns[3:3] = [f"AIS log-lik ({n})", f"IWAE log-lik ({n})"]
-        for line, r in zip(table, rows):
-            line[3:3] = [r["ais_loglik"], r.get("iwae_loglik_ais_examples", "—")]
     loglik = "ais_loglik" if has_ais else "iwae_loglik"
-    paper = [[e, elbo, fid] for e, elbo, fid in PAPER]
     truth, fixed, learned = rows[1], rows[2], rows[3]  # rows[0]: the paper's first row
     elbo_up = fixed["elbo"] > truth["elbo"] and learned["elbo"] > truth["elbo"]
     worse = all(r["fid"] > truth["fid"] and r[loglik] < truth[loglik] for r in (fixed, learned))
     outcome = "reproduced" if elbo_up and worse else "not (fully) reproduced"
-    verdict = (
+    return elbo_up and worse, (
         f"With the decoder at the truth (encoder fitted by the ELBO) the ELBO is "
         f"{truth['elbo']:.1f}; training the decoder too takes it to {fixed['elbo']:.1f} (σ "
         f"fixed) and {learned['elbo']:.1f} (σ learned) — it {'rises' if elbo_up else 'does not rise'}"
@@ -380,6 +532,28 @@ def write_report(run_dir: Path, rows: list[dict], features: str, cfg: GroundTrut
         f"{truth['fid']:.2f} → {fixed['fid']:.2f} / {learned['fid']:.2f}: the paper's effect "
         f"is {outcome} here."
     )
+
+
+def write_report(
+    run_dir: Path,
+    rows: list[dict],
+    features: str,
+    cfg: GroundTruthSettings,
+    verdict_text: str,
+    samples: str,
+    note: str = "",
+) -> None:
+    """Table 1 of `rows` (values, or the recipe's `show`n intervals over seeds; `note` says
+    which), the verdict and the paper's table, in run_dir/report.md."""
+    has_ais = all("ais_loglik" in r for r in rows)
+    columns = ["experiment", "ELBO", f"IWAE log-lik ({cfg.eval_samples})", "FID", "σ"]
+    table = [[r["experiment"], r["elbo"], r["iwae_loglik"], r["fid"], r["sigma"]] for r in rows]
+    if has_ais:
+        n = rows[1]["ais_examples"]
+        columns[3:3] = [f"AIS log-lik ({n})", f"IWAE log-lik ({n})"]
+        for line, r in zip(table, rows):
+            line[3:3] = [r["ais_loglik"], r.get("iwae_loglik_ais_examples", "—")]
+    paper = [[e, elbo, fid] for e, elbo, fid in PAPER]
     caveat = (
         "IWAE is a lower bound whose slack grows with the mismatch between q(z|x) and the "
         "posterior: it is looser for the truth, whose posterior the ELBO-trained decoders have "
@@ -396,12 +570,14 @@ def write_report(run_dir: Path, rows: list[dict], features: str, cfg: GroundTrut
         f"encoder and decoder, {cfg.joint_steps} steps each, batch {cfg.batch_size}, Adam "
         f"{cfg.lr:g}, on fresh samples of the truth. Held-out: {cfg.eval_samples} truth samples; "
         f"IWAE with k = {cfg.iwae_k}; FID of {cfg.fid_samples} decoder means against as many of "
-        f"the truth's, features: {features}. Nats per image; (n) = held-out samples used.\n",
+        f"the truth's, features: {features}. Nats per image; (n) = held-out samples used."
+        + note
+        + "\n",
         markdown_table(columns, table),
-        f"\n{verdict}\n",
+        f"\n{verdict_text}\n",
         f"{caveat}\n",
         "Paper (Table 1, CelebA 64×64, its own FID features):\n",
         markdown_table(["experiment", "ELBO", "FID"], paper),
-        "\n![samples](samples.png)\n",
+        f"\n![samples]({samples})\n",
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
