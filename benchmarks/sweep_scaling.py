@@ -60,7 +60,13 @@ def timed_sweep(config: dict, betas: list[float], workers: int, root: Path) -> f
     with tempfile.TemporaryDirectory(dir=root) as run_dir:
         started = time.perf_counter()
         records = sweep(
-            config, {"model.beta": betas}, [0], run_dir, max_concurrent=workers, progress=False
+            config,
+            {"model.beta": betas},
+            [0],
+            run_dir,
+            cpus_per_run=1,
+            max_concurrent=workers,
+            progress=False,
         )
         seconds = time.perf_counter() - started
     failed = [r["name"] for r in records if r["status"] != "done"]

@@ -300,10 +300,14 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, slow_referenc
 
 def test_cells_fit_the_cluster_and_gpu_cells_run_on_cuda():
     options = SweepOptions(cpus_per_run=1, gpus_per_run=0.25)
-    assert sweep_execute.slots({"CPU": 8.0, "GPU": 1.0}, options) == 4  # four per GPU
-    assert sweep_execute.slots({"CPU": 2.0}, SweepOptions(max_concurrent=1)) == 1
+    assert sweep_execute.slots({"CPU": 8.0, "GPU": 1.0}, options, 1) == 4  # four per GPU
+    assert sweep_execute.slots({"CPU": 2.0}, SweepOptions(max_concurrent=1), 1) == 1
+    assert sweep_execute.slots({"CPU": 8.0}, SweepOptions(), 2) == 4
     with pytest.raises(ConfigError, match="--gpus-per-run"):
-        sweep_execute.slots({"CPU": 8.0}, options)
+        sweep_execute.slots({"CPU": 8.0}, options, 1)
+    cores = os.cpu_count()
+    assert SweepOptions().cpus(1) == cores and SweepOptions().cpus(10 * cores) == 1
+    assert SweepOptions(cpus_per_run=3).cpus(1) == 3
     (cell,) = grid_cells(TRAIN, TINY, {}, None)
     assert TRAIN.placed(cell.config, options.device).train.device == "cuda"
     assert TRAIN.placed(cell.config, "cpu").train.progress is False

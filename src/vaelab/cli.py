@@ -269,9 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="seeds of every grid point, e.g. 0,1,2 (default: the config's)")
     p.add_argument("--run-dir", help="sweep directory (default: runs/<config name>-sweep)")
     p.add_argument("--address", help="a Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--cpus-per-run", type=_positive_int, default=1, help="CPUs (torch threads)")
     p.add_argument(
-        "--gpus-per-run", type=_non_negative_float, default=0.0, help="GPUs (0.25: four per GPU)"
+        "--cpus-per-run",
+        type=_positive_int,
+        help="CPUs (torch threads) of a cell (default: this machine's cores over the cells)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=_non_negative_float,
+        help="GPUs of a cell (0.25: four per GPU; default: 1 with CUDA here, else 0)",
     )
     p.add_argument("--max-concurrent", type=_positive_int, help="cells at once (default: all fit)")
     p.add_argument(

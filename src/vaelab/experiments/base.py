@@ -48,7 +48,7 @@ class RecipeConfig:
     batch_size: int = at_least(1, default=128)
     lr: float = at_least(0.0, strict=True, default=1e-3)
     seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed of every setting
-    device: str = "auto"
+    device: str = "auto"  # of the recipe's analyses; its runs go where `sweep` places them
     progress: bool = True
     sweep: SweepOptions = field(default_factory=SweepOptions)
 

@@ -31,15 +31,37 @@ class SweepOptions:
     """Where and how a sweep's cells run (`vaelab sweep` flags; a recipe's `sweep` section)."""
 
     address: str | None = None  # a Ray cluster ("auto", "host:6379", "ray://host:10001")
-    cpus_per_run: int = at_least(1, default=1)  # Ray CPUs and torch threads of a cell
-    gpus_per_run: float = at_least(0.0, default=0.0)  # > 0: the cell runs on CUDA (0.25: 4/GPU)
+    # Ray CPUs and torch threads of a cell; None: this machine's cores shared among the
+    # sweep's cells (all of them for one cell, 1 each for as many cells as cores; 1 on a cluster)
+    cpus_per_run: int | None = at_least(1, default=None)
+    # GPUs of a cell, > 0: it runs on CUDA (0.25: four per GPU); None: one GPU per cell on a
+    # machine with CUDA, else (and on a cluster) none
+    gpus_per_run: float | None = at_least(0.0, default=None)
     max_concurrent: int | None = at_least(1, default=None)  # cells at once (default: all fit)
     in_process: bool = False  # one after another here, even when Ray is installed
     progress: bool = True  # a line per finished cell
 
     @property
+    def gpus(self) -> float:
+        """`gpus_per_run`, or its default."""
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
+        local = not (self.address or os.environ.get("RAY_ADDRESS"))
+        return 1.0 if local and torch.cuda.is_available() else 0.0
+
+    @property
     def device(self) -> str:
-        return "cuda" if self.gpus_per_run > 0 else "cpu"
+        """Where a cell runs: CUDA (the GPU Ray gives it, or this machine's) or the CPU."""
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    def cpus(self, cells: int) -> int:
+        """`cpus_per_run`, or its default for a sweep of `cells` cells. It depends on the
+        sweep and the machine only, so a rerun (Ray or in-process) gives a cell what it had."""
+        if self.cpus_per_run is not None:
+            return self.cpus_per_run
+        if self.address or os.environ.get("RAY_ADDRESS"):
+            return 1
+        return max(1, (os.cpu_count() or 1) // max(1, cells))
 
 
 def one_line(exc: BaseException) -> str:
@@ -208,12 +230,10 @@ def connect(ray, options: SweepOptions) -> bool:
     return True
 
 
-def slots(resources: dict[str, float], options: SweepOptions) -> int:
-    """Cells that fit at once in `resources`, capped by `max_concurrent`; refuses a cell
-    larger than the cluster."""
-    fit = [("CPU", options.cpus_per_run)] + [("GPU", options.gpus_per_run)] * (
-        options.gpus_per_run > 0
-    )
+def slots(resources: dict[str, float], options: SweepOptions, cpus: int) -> int:
+    """Cells of `cpus` CPUs (and `options.gpus` GPUs) that fit at once in `resources`,
+    capped by `max_concurrent`; refuses a cell larger than the cluster."""
+    fit = [("CPU", cpus)] + [("GPU", options.gpus)] * (options.gpus > 0)
     counts = []
     for name, need in fit:
         have = resources.get(name, 0.0)
@@ -238,11 +258,12 @@ def run_cells(
     records = {c.name: read_record(dirs[c.name]) for c in cells}
     todo = [c for c in cells if (records[c.name] or {}).get("status") != "done"]
     ray = None if options.in_process else ray_or_none()
-    if ray is None and options.gpus_per_run > 0 and not torch.cuda.is_available():
-        raise ConfigError(f"--gpus-per-run {options.gpus_per_run:g}: CUDA is not available")
+    if ray is None and options.gpus > 0 and not torch.cuda.is_available():
+        raise ConfigError(f"--gpus-per-run {options.gpus:g}: CUDA is not available")
     started = ray is not None and todo and connect(ray, options)
     try:
-        n_slots = slots(ray.cluster_resources(), options) if ray and todo else 1
+        threads = options.cpus(len(cells))
+        n_slots = slots(ray.cluster_resources(), options, threads) if ray and todo else 1
         progress = Progress(len(cells), len(cells) - len(todo), n_slots, options.progress)
         where = (
             f"on Ray, {n_slots} at once"
@@ -252,9 +273,8 @@ def run_cells(
         )
         progress.say(
             f"{len(cells)} cells, {len(cells) - len(todo)} done already"
-            + (f"; running {len(todo)} {where}" if todo else "; nothing to run")
+            + (f"; running {len(todo)} {where}, {threads} thread(s) each" if todo else "")
         )
-        threads = options.cpus_per_run
         if ray is None:
             for cell in todo:
                 record = execute_cell(target, cell, str(dirs[cell.name]), options.device, threads)
@@ -262,7 +282,7 @@ def run_cells(
                 progress.update(record, running=0)
         else:
             task = ray.remote(execute_cell).options(
-                num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=0
+                num_cpus=threads, num_gpus=options.gpus, max_retries=0
             )
             queue, running = list(todo), {}
             while queue or running:
