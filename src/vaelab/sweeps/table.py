@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 
+from ..evaluation.verdicts import LEVEL, interval  # noqa: E402
 from ..files import atomic_write_text, read_json, write_json  # noqa: E402
 from ..report import fmt, markdown_table  # noqa: E402
 
-LEVEL = 0.95
 SPEC = "sweep.json"  # what the sweep is: target, axes, seeds, cells (rewritten by every run)
-
-
-def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, float | int | None]:
-    """n, mean, standard error s/√n (s with n − 1) and the Student-t interval
-    mean ± t_{(1+level)/2, n−1}·SE; SE and interval are None for fewer than two values."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    n = len(x)
-    if n == 0:
-        return {"n": 0, "mean": None, "se": None, "low": None, "high": None}
-    mean = float(x.mean())
-    if n < 2:
-        return {"n": 1, "mean": mean, "se": None, "low": None, "high": None}
-    se = float(x.std(ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
-    return {"n": n, "mean": mean, "se": se, "low": mean - half, "high": mean + half}
 
 
 def show(stat: dict[str, Any]) -> str:
