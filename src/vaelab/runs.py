@@ -18,12 +18,15 @@ from .checkpoint import checkpoint_metadata, load_checkpoint, load_model_weights
 from .config import Config, from_dict
 from .data import ImageData, load_data
 from .evaluation import evaluate
-from .evaluation.figures import save_image_grid, save_reconstructions
-from .files import atomic_write_text, write_json
+from .evaluation.figures import plot_training_curves, save_image_grid, save_reconstructions
+from .evaluation.kl_decomposition import latent_usage
+from .files import atomic_write_text, read_jsonl, write_json
 from .models import VAE, build_vae
 from .report import markdown_table
-from .training import CHECKPOINT, Trainer, distributed
+from .training import CHECKPOINT, METRICS, Trainer, distributed
 from .training.trainer import TrainState
+
+LATENT_EXAMPLES = 5000  # test examples of a report's latent usage
 
 
 @dataclass
@@ -113,11 +116,17 @@ def load_runs(root: str | Path, device: str = "auto") -> list[Run]:
 def write_run_report(
     run: Run, metrics: dict[str, float] | None = None, n_images: int = 32
 ) -> dict[str, float]:
-    """Test metrics (eval.json), reconstruction and sample grids (image data), and report.md."""
+    """Test metrics (eval.json), latent usage (latents.json: active units, KL per dimension),
+    training curves (training_curves.png), reconstruction and sample grids (image data), and
+    report.md."""
     model, data = run.model, run.test_data
     metrics = metrics or evaluate(model, data)
     write_json(run.run_dir / "eval.json", metrics)
+    usage = latent_usage(model, data.limit(LATENT_EXAMPLES))
+    write_json(run.run_dir / "latents.json", usage)
     figures = []
+    if plot_training_curves(run.run_dir / "training_curves.png", read_jsonl(run.run_dir / METRICS)):
+        figures.append("![training curves](training_curves.png)\n")
     device = next(model.parameters()).device
     if isinstance(data, ImageData):
         x = data.batch(slice(0, n_images)).to(device)
@@ -126,11 +135,7 @@ def write_run_report(
             torch.manual_seed(0)
             samples = model.generate(n_images)
         save_image_grid(run.run_dir / "samples.png", samples, title="decoder means of z ~ p(z)")
-        figures = [
-            "\n## Figures\n",
-            "![reconstructions](reconstructions.png)\n",
-            "![samples](samples.png)\n",
-        ]
+        figures += ["![reconstructions](reconstructions.png)\n", "![samples](samples.png)\n"]
     m = run.config.model
     decoder = model.likelihood.describe(model.condition(1, None, device)[1])
     settings = ", ".join(
@@ -144,9 +149,20 @@ def write_run_report(
         f"Model: {m.network} encoder/decoder, {m.latent_dim} latents, {decoder['likelihood']} "
         f"decoder ({settings or 'no settings'}), β = {m.beta:g} on the rate only. Test terms "
         "use σ_x as it is at evaluation (frozen from training where it is fitted to batches).\n",
-        f"Trained {run.state.step if run.state else '?'} steps.\n",
+        f"Trained {run.state.step if run.state else '?'} steps, seed {run.config.train.seed}.\n",
         "## Test set (per example, nats)\n",
         markdown_table(["term", "value"], [[k, v] for k, v in metrics.items()]),
+        f"\n## Latents ({min(len(data), LATENT_EXAMPLES)} test examples)\n",
+        f"Active units (Cov_x E_q[z_j|x] > {usage['threshold']:g}): {usage['active_units']} of "
+        f"{len(usage['kl_per_dimension'])}. Mean KL(q(z_j|x) ‖ p(z_j)) per dimension, nats:\n",
+        markdown_table(
+            ["z_j", "KL", "Var_x E[z_j|x]"],
+            [
+                [j, kl, v]
+                for j, (kl, v) in enumerate(zip(usage["kl_per_dimension"], usage["mean_variance"]))
+            ],
+        ),
+        "\n## Figures\n",
         *figures,
     ]
     atomic_write_text(run.run_dir / "report.md", "\n".join(lines))

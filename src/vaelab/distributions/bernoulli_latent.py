@@ -96,8 +96,11 @@ class FactorisedBernoulli(Posterior):
         return (z * self.logits).sum(-1) - self.log_partition()
 
     def entropy(self) -> Tensor:
-        p = self.probs
-        return self.log_partition() - (p * self.logits).sum(-1)
+        return self.entropy_per_dimension().sum(-1)
+
+    def entropy_per_dimension(self) -> Tensor:
+        """H(q_j) = softplus(ℓ_j) − σ(ℓ_j)·ℓ_j of every bit, [..., L]."""
+        return F.softplus(self.logits) - self.probs * self.logits
 
 
 @PRIORS.register("uniform-bernoulli")

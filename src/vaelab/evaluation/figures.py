@@ -99,3 +99,26 @@ def plot_rate_distortion(
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
+
+
+def plot_training_curves(
+    path: str | Path, records: Sequence[dict], terms: Sequence[str] = ("loss", "distortion", "rate")
+) -> bool:
+    """Each term of `terms` against the training step: the train records (means over their
+    logging window) and the test evaluations, one panel per term; False without records."""
+    terms = [t for t in terms if any(t in r for r in records)]
+    if not terms:
+        return False
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.6 * len(terms), 3.0), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        for split, style in (("train", "-"), ("test", "o-")):
+            points = [
+                (r["step"], r[term]) for r in records if r.get("split") == split and term in r
+            ]
+            if points:
+                ax.plot(*zip(*points), style, markersize=3, label=split)
+        ax.set(xlabel="step", title=f"{term} (nats per example)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return True

@@ -50,7 +50,13 @@ import torch
 from torch import Tensor
 
 from ..data.base import ImageData
-from ..distributions import DiagonalGaussian, StandardNormal, gaussian_log_density, kl_divergence
+from ..distributions import (
+    DiagonalGaussian,
+    StandardNormal,
+    gaussian_log_density,
+    kl_divergence,
+    kl_per_dimension,
+)
 from ..distributions.base import Posterior, Prior
 from ..errors import VaelabError
 from ..inference import standard_error
@@ -238,6 +244,25 @@ def posterior_mean_variance(
     if len(mean) < 2:
         raise VaelabError("active units: need at least 2 examples")
     return mean.var(0, unbiased=True)
+
+
+def latent_usage(
+    model, data_or_x: ImageData | Tensor | np.ndarray, threshold: float = 0.01, beta=None
+) -> dict:
+    """How the latents are used over `data_or_x`: the active units (`active_units`), the
+    variance of every encoder mean, and the mean over examples of KL(q(z_j|x) ‖ p(z_j)) of
+    every dimension j (nats; their sum is the mean rate of an analytic-KL model)."""
+    q = encode_data(model, data_or_x, beta)
+    if len(q.mean) < 2:
+        raise VaelabError("active units: need at least 2 examples")
+    variance = q.mean.double().var(0, unbiased=True)
+    kl = kl_per_dimension(q, model.prior).double().mean(0)
+    return {
+        "active_units": int((variance > threshold).sum()),
+        "threshold": threshold,
+        "mean_variance": variance.tolist(),
+        "kl_per_dimension": kl.tolist(),
+    }
 
 
 def active_units(
