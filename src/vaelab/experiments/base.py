@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, at_least, one_of
+from ..distributions.log_uniform import PER_EXAMPLE
 from ..errors import ConfigError
-from ..registry import EXPERIMENTS, NETWORKS
+from ..registry import CONDITIONING, EXPERIMENTS, NETWORKS
 from ..sweeps import SweepOptions
 
 
@@ -35,7 +36,7 @@ def experiment(name: str, config_cls: type, summary: str):
 @dataclass
 class RecipeConfig:
     """The architecture and training budget of a recipe's VAE runs (one for all of them, so
-    they compare like for like), the seeds every run is trained with and where the runs go
+    they compare like for like), the settings of its β-conditional runs, the seeds every run is trained with and where the runs go
     (`sweep`: the grid runner's options; Ray when installed). Defaults are those of
     `ModelConfig`/`TrainConfig`; a recipe extends this class and re-declares the fields whose
     defaults it changes."""
@@ -44,6 +45,9 @@ class RecipeConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # MLP widths
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv: per stride-2 layer
     latent_dim: int = at_least(1, default=16)
+    conditioning: str = one_of(CONDITIONING, default="film")  # of β-conditional runs
+    beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])
+    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="minibatch")
     epochs: int = at_least(1, default=10)
     batch_size: int = at_least(1, default=128)
     lr: float = at_least(0.0, strict=True, default=1e-3)
@@ -62,6 +66,14 @@ class RecipeConfig:
             "hidden": list(self.hidden),
             "channels": list(self.channels),
             "latent_dim": self.latent_dim,
+        }
+
+    def conditioning_fields(self) -> dict[str, Any]:
+        """The `ModelConfig` fields of a β-conditional run."""
+        return {
+            "conditioning": self.conditioning,
+            "beta_range": list(self.beta_range),
+            "beta_sampling": self.beta_sampling,
         }
 
     def training(self, **overrides: Any) -> TrainConfig:

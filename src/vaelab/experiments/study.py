@@ -15,16 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least, one_of
+from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least
 from ..data import ImageData, load_data
-from ..distributions.log_uniform import PER_EXAMPLE
 from ..errors import VaelabError
 from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.rate_distortion import REGIMES, Regime
 from ..evaluation.sample_quality import sample_quality
 from ..models import VAE
 from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, two_stage_generate
-from ..registry import CONDITIONING
 from ..runs import Run, load_run
 from ..sweeps import TRAIN, Cell, make_cell, run_sweep
 from ..training import fit
@@ -33,26 +31,15 @@ from .base import RecipeConfig
 
 @dataclass
 class StudyConfig(RecipeConfig):
-    """A recipe comparing regimes: the shared architecture and budget, the β-conditional
-    runs' settings and the sample-quality settings."""
+    """A recipe comparing regimes by sample quality too: the shared architecture, budget and
+    β-conditional settings (`RecipeConfig`) and the sample-quality settings."""
 
-    conditioning: str = one_of(CONDITIONING, default="film")
-    beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])
-    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="minibatch")
     fid_samples: int = at_least(2, default=2000)
     inception_weights: str | None = None  # pytorch-fid weights file; else a dataset classifier
     # FID also of two-stage samples (Dai & Wipf 2019): a second VAE per run fitted to its
     # aggregated posterior (one β-conditional second stage for a β-conditional run); 0 = off
     second_stage_steps: int = at_least(0, default=2000)
     second_stage_hidden: list[int] = field(default_factory=lambda: [256, 256])
-
-    def conditioning_fields(self) -> dict[str, Any]:
-        """The `ModelConfig` fields of a β-conditional run."""
-        return {
-            "conditioning": self.conditioning,
-            "beta_range": list(self.beta_range),
-            "beta_sampling": self.beta_sampling,
-        }
 
 
 # --- the runs --------------------------------------------------------------------------------
