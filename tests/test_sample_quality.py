@@ -388,3 +388,36 @@ def test_classifier_trains_through_a_run_directory_it_resumes_from(tmp_path, mon
     again = DatasetClassifierFeatures(data, config=config, progress=False)
     assert again.trained and again.held_out_accuracy == first.held_out_accuracy
     assert torch.equal(again.features(images), first.features(images))
+
+
+def test_fid_bootstrap_se_shrinks_with_more_samples_and_the_protocol_names_the_weights():
+    import numpy as np
+    from torch import nn
+
+    from vaelab.evaluation.sample_quality import (
+        WEAK_ACCURACY,
+        FeatureExtractor,
+        bootstrap_fid_se,
+        fid_protocol,
+    )
+
+    rng = np.random.default_rng(0)
+    small = bootstrap_fid_se(rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 0.5, 30, 1)
+    large = bootstrap_fid_se(rng.normal(size=(3200, 4)), rng.normal(size=(3200, 4)) + 0.5, 30, 1)
+    assert 0 < large < small / 2  # ≈ 1/√n: 16× the samples, about ¼ the error
+
+    net = nn.Linear(3, 2)
+    extractor = FeatureExtractor("toy", net)
+    first = fid_protocol(extractor, torch.zeros(5, 1, 2, 2), 7, "test split")
+    with torch.no_grad():
+        net.weight[0, 0] += 1.0
+    second = extractor.protocol()
+    assert first["weights_sha256"] != second["weights_sha256"]
+    assert (
+        first["n_generated"] == 7
+        and first["n_reference"] == 5
+        and first["image_shape"] == [1, 2, 2]
+    )
+    assert not first["weak_features"]
+    extractor.held_out_accuracy = WEAK_ACCURACY - 0.01
+    assert extractor.protocol()["weak_features"]

@@ -16,6 +16,7 @@ picks one); `sample_quality` puts it all together for real vs generated images.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,8 @@ from ..errors import ConfigError, DataError, VaelabError, closest
 Features = Tensor | np.ndarray
 RandomState = np.random.Generator | int
 
+# Classifier features below this held-out accuracy are too poor to decide a claim.
+WEAK_ACCURACY = 0.8
 # Kernel sums are accumulated over blocks of this many rows, so memory stays O(block²).
 BLOCK_SIZE = 1024
 # The median heuristic looks at no more than this many points (evenly spaced) per set.
@@ -91,6 +94,24 @@ def frechet_distance(feats_a: Features, feats_b: Features) -> float:
     (sample means and unbiased sample covariances, as pytorch-fid and TTUR compute them)."""
     a, b = _as_pair(feats_a, feats_b)
     return gaussian_frechet_distance(*_gaussian_fit(a), *_gaussian_fit(b))
+
+
+def bootstrap_fid_se(
+    feats_a: Features, feats_b: Features, replicates: int = 20, rng: RandomState = 0
+) -> float:
+    """Bootstrap standard error of `frechet_distance`: its standard deviation over
+    `replicates` resamplings (with replacement, both sets) of the rows (Efron & Tibshirani
+    1993, §6.2). It covers the sampling noise of the images, not that of the feature net."""
+    a, b = _as_pair(feats_a, feats_b)
+    rng = np.random.default_rng(rng)
+    values = [
+        gaussian_frechet_distance(
+            *_gaussian_fit(a[rng.integers(0, len(a), len(a))]),
+            *_gaussian_fit(b[rng.integers(0, len(b), len(b))]),
+        )
+        for _ in range(replicates)
+    ]
+    return float(np.std(values, ddof=1))
 
 
 def _gaussian_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,11 +260,34 @@ class FeatureExtractor:
     name: str
     network: nn.Module
     device: torch.device
+    held_out_accuracy: float | None = None  # of a classifier's labels; None for Inception
 
     def __init__(self, name: str, network: nn.Module, device: torch.device | str = "cpu"):
         self.name = name
         self.device = torch.device(device)
         self.network = network.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def weak(self) -> bool:
+        """Whether the features are too poor to decide a claim: a data-set classifier whose
+        held-out accuracy is below `WEAK_ACCURACY`."""
+        return self.held_out_accuracy is not None and self.held_out_accuracy < WEAK_ACCURACY
+
+    def protocol(self) -> dict[str, object]:
+        """What a FID/KID on these features is: the network, the sha256 of its weights (every
+        tensor of its state, in order), its feature size, the held-out accuracy of a
+        classifier and whether that makes the features weak."""
+        digest = hashlib.sha256()
+        for key, tensor in self.network.state_dict().items():
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+        return {
+            "features": self.name,
+            "weights_sha256": digest.hexdigest(),
+            "held_out_accuracy": self.held_out_accuracy,
+            "weak_features": self.weak,
+            "weak_below_accuracy": WEAK_ACCURACY,
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
@@ -268,9 +312,11 @@ def sample_quality(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     batch_size: int = 100,
+    bootstrap: int = 20,
 ) -> dict[str, float | int | str]:
-    """FID, KID (mean, std) and RBF-MMD² of `fake_images` against `real_images`, all on the
-    features of `extractor`, whose name is recorded under "features".
+    """FID (with its `bootstrap_fid_se` over `bootstrap` resamplings), KID (mean, std) and
+    RBF-MMD² of `fake_images` against `real_images`, all on the features of `extractor`,
+    whose name is recorded under "features".
 
     Images are [N, C, H, W] in [0, 1] (generated images clamped to [0, 1], as saving them would).
     """
@@ -279,12 +325,29 @@ def sample_quality(
     kid_mean, kid_std = kernel_inception_distance(real, fake, kid_subsets, kid_subset_size, rng)
     return {
         "fid": frechet_distance(real, fake),
+        "fid_se": bootstrap_fid_se(real, fake, bootstrap, rng) if bootstrap > 1 else None,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         "mmd": mmd(real, fake),
         "n_real": len(real),
         "n_fake": len(fake),
         "features": extractor.name,
+    }
+
+
+def fid_protocol(
+    extractor: FeatureExtractor, real: Tensor, n_fake: int, reference: str, bootstrap: int = 20
+) -> dict[str, object]:
+    """The full protocol of a FID/KID (DESIGN §4): the features (`FeatureExtractor.protocol`),
+    the images' shape and value range, how many generated and reference images, which
+    images are the reference, and how the FID's standard error is made."""
+    return extractor.protocol() | {
+        "image_shape": list(real.shape[1:]),
+        "value_range": [0.0, 1.0],
+        "n_generated": n_fake,
+        "n_reference": len(real),
+        "reference": reference,
+        "fid_se": f"bootstrap over {bootstrap} resamplings of both sets' features",
     }
 
 

@@ -20,7 +20,7 @@ from ..data import ImageData, load_data
 from ..errors import VaelabError
 from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.rate_distortion import REGIMES, Regime
-from ..evaluation.sample_quality import sample_quality
+from ..evaluation.sample_quality import fid_protocol, sample_quality
 from ..models import VAE
 from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, two_stage_generate
 from ..runs import Run, load_run
@@ -201,4 +201,7 @@ def sample_quality_study(
                     | {"seed": study_run.seed, "sampler": sampler}
                     | sample_quality(extractor, real, fake, rng=study_run.seed)
                 )
-    return {"features": extractor.name, "n_real": len(real), "rows": rows}
+    protocol = fid_protocol(
+        extractor, real, len(real), f"the first {len(real)} images of the test split"
+    )
+    return {"features": extractor.name, "n_real": len(real), "fid_protocol": protocol, "rows": rows}
