@@ -77,6 +77,20 @@ def test_rd_study_recipe_trains_every_seed_and_reports_intervals(tmp_path):
     table = json.loads((study / "sweep_table.json").read_text())
     assert len(table["cells"]) == (2 + 2 + 1 + 1) * 2
     assert all(len(row["seeds"]) == 2 for row in table["summary"])
+    # the evidence: protocol, FID per regime and β over seeds, computed verdicts
+    assert fid["seeds"] == [0, 1] and fid["fid_protocol"]["n_generated"] == 100
+    assert len(fid["fid_protocol"]["weights_sha256"]) == 64
+    assert {"matches_separate", "best_fid_beats_classic", "posteriors_aligned"} <= set(
+        fid["verdicts"]
+    )
+    assert set(fid["verdicts"].values()) <= {"reproduced", "contradicted", "inconclusive"}
+    cell = next(
+        s for s in fid["summary"] if s["regime"] == "(i) classic β-VAE" and s["sampler"] == "prior"
+    )
+    assert cell["n"] == 2 and cell["se"] is not None
+    results = json.loads((study / "results.json").read_text())
+    assert len(results["monotonicity"]) == 2 * 4  # 4 models per seed
+    assert "## Verdicts" in report and (study / "rd_summary.png").stat().st_size > 0
 
 
 def test_the_regimes_are_read_from_the_sigma_modes_flags():
@@ -124,3 +138,85 @@ def test_the_recipes_share_the_architecture_and_budget_fields():
     )
     assert (DemoConfig().epochs, DemoConfig().batch_size, DemoConfig().latent_dim) == (100, 64, 8)
     assert DisentanglementConfig().training().epochs == 5
+
+
+def test_wasserstein_of_shifted_gaussians_and_alignment_up_to_sign():
+    import torch
+
+    from vaelab.evaluation.aggregate_posterior import alignment_across_beta, wasserstein_1d
+
+    grid = torch.linspace(-8, 8, 4001)
+
+    def normal(mu, s=1.0):
+        return torch.exp(-0.5 * ((grid - mu) / s) ** 2)
+
+    # W₁(N(0, 1), N(1, 1)) = |Δμ| = 1; W₁(N(0, 1), N(0, 2²)) = E|Z|·(2 − 1) = √(2/π)
+    assert abs(float(wasserstein_1d(normal(0.0), normal(1.0), grid)) - 1.0) < 1e-3
+    assert (
+        abs(float(wasserstein_1d(normal(0.0), normal(0.0, 2.0), grid)) - (2 / torch.pi) ** 0.5)
+        < 1e-3
+    )
+    mirrored = {0.1: normal(1.5)[None], 1.0: normal(-1.5)[None]}
+    assert abs(alignment_across_beta(mirrored, grid) - 3.0) < 1e-3
+    assert alignment_across_beta(mirrored, grid, up_to_sign=True) < 1e-3
+
+
+def test_monotonicity_and_matching_are_computed_from_the_points():
+    from vaelab.experiments.rd_study import OURS, matches_separate, monotonicity
+
+    sweep = "(ii) decoupled β-VAE"
+    points = [
+        {
+            "regime": sweep,
+            "model": "s/seed0",
+            "seed": 0,
+            "beta": 0.1,
+            "rate": 9.0,
+            "distortion": 1.0,
+            "loss": 100.0,
+        },
+        {
+            "regime": sweep,
+            "model": "s/seed0",
+            "seed": 0,
+            "beta": 1.0,
+            "rate": 5.0,
+            "distortion": 0.5,
+            "loss": 200.0,
+        },
+        {
+            "regime": OURS,
+            "model": "c/seed0",
+            "seed": 0,
+            "beta": 0.1,
+            "rate": 8.0,
+            "distortion": 1.2,
+            "loss": 100.5,
+        },
+        {
+            "regime": OURS,
+            "model": "c/seed0",
+            "seed": 0,
+            "beta": 1.0,
+            "rate": 4.0,
+            "distortion": 2.0,
+            "loss": 210.0,
+        },
+    ]
+    rows = {r["model"]: r for r in monotonicity(points)}
+    assert rows["c/seed0"]["monotone"]
+    assert not rows["s/seed0"]["monotone"] and rows["s/seed0"]["violations"] == [
+        "D falls 0.1→1 by 0.5"
+    ]
+    # two more seeds: at β = 0.1 the gap is 0.5, 0.4, 0.6 < 1 % of 100 → reproduced;
+    # at β = 1 it is 10, 9, 11 > 1 % of 200 = 2 → contradicted
+    for seed, (g1, g2) in ((1, (0.4, 9.0)), (2, (0.6, 11.0))):
+        points += [
+            {"regime": sweep, "seed": seed, "beta": 0.1, "loss": 100.0},
+            {"regime": sweep, "seed": seed, "beta": 1.0, "loss": 200.0},
+            {"regime": OURS, "seed": seed, "beta": 0.1, "loss": 100.0 + g1},
+            {"regime": OURS, "seed": seed, "beta": 1.0, "loss": 200.0 + g2},
+        ]
+    low, high = matches_separate(points, [0.1, 1.0])
+    assert low["verdict"] == "reproduced" and abs(low["gap"]["mean"] - 0.5) < 1e-9
+    assert high["verdict"] == "contradicted" and abs(high["gap"]["mean"] - 10.0) < 1e-9

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..data.base import ImageData
-from ..distributions import DiagonalGaussian, StandardNormal, gaussian_log_density, kl_divergence
+from ..distributions import DiagonalGaussian, StandardNormal, gaussian_log_density, kl_per_dimension
 from ..models import VAE
 from .encoding import encode_data
 from .figures import save_figure
@@ -37,9 +37,37 @@ def aggregate_density(mean: Tensor, log_var: Tensor, grid: Tensor) -> Tensor:
 def most_active_channels(log_var: Tensor, mean: Tensor, k: int) -> list[int]:
     """The k channels with the largest mean KL(q(z_j|x) ‖ N(0, 1)) over the examples (the most
     informative ones)."""
-    channels = DiagonalGaussian(mean[..., None], log_var[..., None])  # one latent per channel
-    kl = kl_divergence(channels, StandardNormal(1)).mean(0)
+    q = DiagonalGaussian(mean, log_var)
+    kl = kl_per_dimension(q, StandardNormal(mean.shape[-1])).mean(0)
     return kl.argsort(descending=True)[:k].tolist()
+
+
+def wasserstein_1d(density_a: Tensor, density_b: Tensor, grid: Tensor) -> Tensor:
+    """W₁ between 1-D densities tabulated on a uniform `grid` [G] (each normalised there):
+    ∫ |F_a(z) − F_b(z)| dz with F the CDFs (Vallender 1974); [..., G] → [...]."""
+    step = grid[1] - grid[0]
+    cdf_a = (density_a / density_a.sum(-1, keepdim=True)).cumsum(-1)
+    cdf_b = (density_b / density_b.sum(-1, keepdim=True)).cumsum(-1)
+    return (cdf_a - cdf_b).abs().sum(-1) * step
+
+
+def alignment_across_beta(
+    densities: dict[float, Tensor], grid: Tensor, up_to_sign: bool = False
+) -> float:
+    """How far the shown channels' q(z_j) move between adjacent β: the mean over channels and
+    adjacent pairs of β of `wasserstein_1d` (densities[β] is [k, G] on a `grid` symmetric
+    about 0). `up_to_sign`: the smaller of the distance to q(z_j) and to its mirror image,
+    for separately trained models whose channels' signs are arbitrary."""
+    betas = sorted(densities)
+    if len(betas) < 2:
+        raise ValueError("alignment needs densities at two β or more")
+    distances = []
+    for low, high in zip(betas, betas[1:]):
+        d = wasserstein_1d(densities[low], densities[high], grid)
+        if up_to_sign:
+            d = torch.minimum(d, wasserstein_1d(densities[low], densities[high].flip(-1), grid))
+        distances.append(d)
+    return float(torch.stack(distances).mean())
 
 
 def plot_aggregate_posteriors(
