@@ -75,14 +75,23 @@ def test_per_minibatch_beta_is_shared_within_a_batch_and_log_uniform_across_batc
 
 
 def test_training_draws_beta_and_evaluation_uses_the_given_beta():
-    _, model = pair("mlp", "film")
+    _, model = pair("mlp", "film")  # β-range [0.01, 10]: log β ∈ [−2 log 10, log 10]
     x = torch.rand(6, *SHAPE)
+    mid, half = -0.5 * math.log(10), 1.5 * math.log(10)  # ℓ = (log β − mid) / half
     model.train()
     beta, ell = model.condition(len(x), None, "cpu")
     assert beta.shape == (1,) and 0.01 <= beta.item() <= 10
+    assert ell.item() == pytest.approx((math.log(beta.item()) - mid) / half, abs=1e-5)
     model.eval()
     beta, ell = model.condition(len(x), 2.0, "cpu")
     assert beta.item() == pytest.approx(2.0)
+    # ℓ(2) = (log 2 + ½ log 10) / (1.5 log 10) = 0.5340
+    assert ell.item() == pytest.approx((math.log(2) - mid) / half, abs=1e-6)
+    assert ell.item() == pytest.approx(0.5340, abs=1e-4)
+    _, ell = model.condition(len(x), 10.0, "cpu")
+    assert ell.item() == pytest.approx(1.0, abs=1e-6)  # the ends of the range map to ±1
+    _, ell = model.condition(len(x), torch.tensor([0.01, 0.1, 1.0]), "cpu")
+    torch.testing.assert_close(ell, torch.tensor([-1.0, -1 / 3, 1 / 3]), atol=1e-6, rtol=0)
 
 
 def test_optimal_shared_sigma_is_the_optimum_of_a_one_beta_batch_and_refuses_several():

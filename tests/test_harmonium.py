@@ -120,7 +120,15 @@ def test_enumeration_limits_raise_clear_errors():
         BernoulliBernoulliRBM(17, 17).log_partition()
     with pytest.raises(ValueError, match="visible layer"):
         BernoulliBernoulliRBM(17, 4).log_partition("visible")
-    assert torch.isfinite(BernoulliBernoulliRBM(17, 4).log_partition())
+    # 17 visible units: log Z enumerates the 16 hidden states and sums the visible layer
+    # analytically; against the brute-force sum over all 2^17 × 2^4 joint states
+    g = torch.Generator().manual_seed(3)
+    wide = randomised(BernoulliBernoulliRBM(17, 4, weight_scale=0.5, generator=g), 4).double()
+    with torch.no_grad():
+        xs = ((torch.arange(2**17)[:, None] >> torch.arange(17)) & 1).double()  # every x
+        zs = all_binary_codes(4).double()
+        brute = torch.logsumexp(wide.negative_energy(xs[:, None], zs[None]).flatten(), 0)
+        torch.testing.assert_close(wide.log_partition(), brute, rtol=1e-12, atol=1e-9)
     with pytest.raises(ValueError, match="shape"):
         fit_exact(BernoulliBernoulliRBM(3, 2), torch.zeros(5, 4), train(1, 5))
 

@@ -5,6 +5,7 @@ MMD, the FID Inception network's weight layout and loader, and the data-set clas
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 
@@ -98,7 +99,16 @@ def test_fid_of_one_distribution_is_near_zero_even_with_singular_covariances():
     # fewer samples than dimensions: covariance of rank 49 in 200-d, still exactly 0 to itself
     x = torch.rand(50, 200) * 10
     assert abs(frechet_distance(x, x)) < 1e-9 * float(x.var(0).sum())
-    assert np.isfinite(frechet_distance(x, torch.rand(60, 200)))
+    # two singular covariances, by the Gram matrices: with centred rows X [n, D], Y [m, D],
+    # Σa Σb = XᵀX YᵀY / ((n − 1)(m − 1)) has the non-zero eigenvalues of K Kᵀ, K = X Yᵀ / √(…),
+    # so Tr (Σa Σb)^½ = the sum of the singular values of the 50 × 60 matrix K
+    y = torch.rand(60, 200)
+    xc, yc = (t.double().numpy() - t.double().numpy().mean(0) for t in (x, y))
+    k = xc @ yc.T / math.sqrt((len(xc) - 1) * (len(yc) - 1))
+    traces = (xc**2).sum() / (len(xc) - 1) + (yc**2).sum() / (len(yc) - 1)
+    mean_gap = ((x.double().mean(0) - y.double().mean(0)) ** 2).sum().item()
+    expected = mean_gap + traces - 2 * np.linalg.svd(k, compute_uv=False).sum()
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-9)
 
 
 def test_fid_refuses_too_few_samples_and_mismatched_dimensions():

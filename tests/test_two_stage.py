@@ -1,6 +1,10 @@
 """Two-stage sampling (Dai & Wipf 2019) and the γ-slices of the loss (Dai et al. 2021)."""
 
+import copy
+
+import pytest
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import load_data
@@ -100,16 +104,33 @@ def test_a_conditional_second_stage_serves_every_beta(tmp_path):
 def test_loss_slices_scale_as_one_over_gamma():
     torch.manual_seed(0)
     model = build_vae(ModelConfig(latent_dim=3, hidden=[16]), (1, 8, 8))
+    with torch.no_grad():  # q(z|x) with σ = e^−15: z is the encoder mean, whatever the draw
+        model.encoder.head.weight[3:] = 0.0
+        model.encoder.head.bias[3:] = -30.0
     x = torch.rand(16, 1, 8, 8)
     ts = torch.linspace(-0.5, 0.5, 11)
     gammas = [1e-1, 1e-2, 1e-3]
-    losses, _ = loss_slices(model, x, gammas, ts)
+    losses, direction = loss_slices(model, x, gammas, ts)
     assert torch.all(losses[:, 5] == 0) and torch.all(losses.abs().sum(1) > 0)
     # only the reconstruction term moves with the decoder, and it is ‖x − μ‖²/(2γ)
     for i in range(1, 3):
         torch.testing.assert_close(
             losses[i] * gammas[i], losses[0] * gammas[0], rtol=1e-3, atol=1e-4
         )
+    # by hand: loss(θ + t·d) − loss(θ) = mean_x (‖x − μ_θ+td(z)‖² − ‖x − μ_θ(z)‖²) / (2γ)
+    # (the KL and (D/2) log 2πγ do not move with the decoder), with d the returned unit vector
+    assert float(direction.norm()) == pytest.approx(1.0, abs=1e-6)
+    decoder = copy.deepcopy(model.decoder)
+    origin = parameters_to_vector(decoder.parameters()).detach()
+    with torch.no_grad():
+        z = model.encode(x).mean
+        sq = []
+        for t in ts:
+            vector_to_parameters(origin + float(t) * direction, decoder.parameters())
+            sq.append(((x - decoder(z)) ** 2).flatten(1).sum(1).mean())
+        sq = torch.stack(sq)
+    for gamma, row in zip(gammas, losses):
+        torch.testing.assert_close(row, (sq - sq[5]) / (2 * gamma), rtol=1e-3, atol=1e-3)
 
 
 def test_second_stage_codes_are_drawn_once_and_a_beta_per_code(tmp_path):
