@@ -11,7 +11,9 @@ is intractable; three estimators, per example, in nats:
 * **AIS** (Neal 2001) as used for decoder-based models by Wu, Burda, Salakhutdinov & Grosse
   (ICLR 2017): the path p_β(z|x) ∝ p(z) p(x|z)^β from the prior to the posterior, with HMC
   transitions (`vaelab.inference.TemperedPosterior`, run by `vaelab.inference.anneal`).
-  log p̂(x) = logmeanexp over the chains of log w: a stochastic lower bound (E[p̂] = p(x)). It
+  log p̂(x) = logmeanexp over the chains of log w: a stochastic lower bound (E[p̂] = p(x) with
+  a fixed HMC step; the default per-chain step adaptation biases it up by a few hundredths
+  of a nat, see `vaelab.inference.hmc`). It
   needs neither the encoder nor a reparameterisable posterior — only a differentiable decoder
   and a continuous prior.
 * **BDMC** (Grosse, Ghahramani & Adams 2015): on data simulated from the model, (z, x) ~ p,
