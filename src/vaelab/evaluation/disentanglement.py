@@ -22,11 +22,11 @@ state (a numpy Generator or a seed); the same seed gives the same score. Each re
 of floats, with the key names of disentanglement_lib (`eval_accuracy`, `discrete_mig`,
 `SAP_score`, `disentanglement`, …).
 
-Cost of the defaults (all sample sizes can be reduced by the caller, e.g. through
-`disentanglement_metrics(..., scale=0.1)`): BetaVAE encodes (10,000 + 5,000) × 2 × 64 =
-1.92 M observations and FactorVAE 10,000 + 15,000 × 64 = 0.97 M, so the encoder dominates;
-MIG and SAP encode 10,000–15,000 points; DCI fits Σ_k |classes_k| × 100 depth-3 trees
-(dSprites: 113 classes) on 10,000 codes.
+Cost of the defaults (`SAMPLE_SIZES`; the caller can reduce them, e.g. through
+`disentanglement_metrics(..., scale=0.1)`, or per metric with `scales=`): BetaVAE encodes
+(10,000 + 5,000) × 2 × 64 = 1.92 M observations and FactorVAE 10,000 + 15,000 × 64 = 0.97 M,
+so the encoder dominates; MIG and SAP encode 10,000–15,000 points; DCI fits
+Σ_k |classes_k| × 100 depth-3 trees (dSprites: 113 classes) on 10,000 codes.
 
 Where this code differs from disentanglement_lib, on purpose:
 - observations are drawn in chunks of ~`SAMPLE_CHUNK` (the same distribution, another random
@@ -42,8 +42,9 @@ Where this code differs from disentanglement_lib, on purpose:
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -463,37 +464,62 @@ def dci(
 # --- all of them ---------------------------------------------------------------------------
 
 
+# disentanglement_lib's sample sizes of each metric (its gin configs), as keyword arguments
+SAMPLE_SIZES: dict[str, dict[str, int]] = {
+    "beta_vae": {"num_train": 10_000, "num_eval": 5_000},
+    "factor_vae": {"num_train": 10_000, "num_eval": 5_000, "num_variance_estimate": 10_000},
+    "mig": {"num_train": 10_000},
+    "sap": {"num_train": 10_000, "num_test": 5_000},
+    "dci": {"num_train": 10_000, "num_test": 5_000},
+}
+
+
+def metric_sizes(
+    scale: float = 1.0, scales: Mapping[str, float] | None = None
+) -> dict[str, dict[str, int]]:
+    """Each metric's sample sizes: `SAMPLE_SIZES` times its entry of `scales`, else `scale`
+    (rounded, at least 2)."""
+    scales = dict(scales or {})
+    unknown = sorted(set(scales) - set(SAMPLE_SIZES))
+    if unknown:
+        raise VaelabError(f"scales: unknown metrics {unknown}; known: {sorted(SAMPLE_SIZES)}")
+    out = {}
+    for name, sizes in SAMPLE_SIZES.items():
+        factor = scales.get(name, scale)
+        if factor <= 0:
+            raise VaelabError(f"scale of {name} must be > 0, got {factor}")
+        out[name] = {key: max(2, round(count * factor)) for key, count in sizes.items()}
+    return out
+
+
 def disentanglement_metrics(
     gt: GroundTruthData,
     representation: Representation,
     random_state: RandomState = 0,
     scale: float = 1.0,
+    scales: Mapping[str, float] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """All five metrics with disentanglement_lib's sample sizes times `scale` (e.g. 0.1 for a
-    quick look), each from its own seed drawn from `random_state`; keys are prefixed with the
-    metric's name (``beta_vae.eval_accuracy``, ``mig.discrete_mig``, …)."""
-    if scale <= 0:
-        raise VaelabError(f"scale must be > 0, got {scale}")
+    quick look) — or, per metric, times its entry of `scales` (e.g. {"beta_vae": 0.1}: the
+    vote-based metrics encode ~100× more observations than the others), each from its own
+    seed drawn from `random_state`; keys are prefixed with the metric's name
+    (``beta_vae.eval_accuracy``, ``mig.discrete_mig``, …). `seconds`, when given, receives
+    each metric's wall-clock time."""
+    sizes = metric_sizes(scale, scales)
     rng = _rng(random_state)
-    n = lambda count: max(2, round(count * scale))  # noqa: E731
-    runs = {
-        "beta_vae": lambda s: beta_vae_score(
-            gt, representation, s, num_train=n(10_000), num_eval=n(5_000)
-        ),
-        "factor_vae": lambda s: factor_vae_score(
-            gt,
-            representation,
-            s,
-            num_train=n(10_000),
-            num_eval=n(5_000),
-            num_variance_estimate=n(10_000),
-        ),
-        "mig": lambda s: mig(gt, representation, s, num_train=n(10_000)),
-        "sap": lambda s: sap_score(gt, representation, s, num_train=n(10_000), num_test=n(5_000)),
-        "dci": lambda s: dci(gt, representation, s, num_train=n(10_000), num_test=n(5_000)),
+    runs = {  # looked up when called, so a patched metric function is the one used
+        "beta_vae": lambda s: beta_vae_score(gt, representation, s, **sizes["beta_vae"]),
+        "factor_vae": lambda s: factor_vae_score(gt, representation, s, **sizes["factor_vae"]),
+        "mig": lambda s: mig(gt, representation, s, **sizes["mig"]),
+        "sap": lambda s: sap_score(gt, representation, s, **sizes["sap"]),
+        "dci": lambda s: dci(gt, representation, s, **sizes["dci"]),
     }
     scores = {}
     for name, run in runs.items():
+        start = time.perf_counter()
         for key, value in run(_seed(rng)).items():
             scores[f"{name}.{key}"] = value
+        if seconds is not None:
+            seconds[name] = time.perf_counter() - start
     return scores

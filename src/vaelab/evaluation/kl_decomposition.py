@@ -37,8 +37,28 @@ and for every marginal alike, is left out: its constant offsets shift TC and dwK
 ±(L − 1) log(N M) — e.g. TC ≈ 84 and dwKL ≈ −89 nats for a rate of 9 — fine for gradients,
 meaningless as values.)
 
+For the MI of a whole data set of N examples from n of them drawn uniformly without
+replacement, the two estimators bracket it in expectation: "full" is an InfoNCE lower bound
+(critic log q(z|x); Poole et al. 2019, "On variational bounds of mutual information", eq. 12),
+≤ log n; "mss" with `dataset_size` N and all n as one minibatch (`minibatch_size` n) estimates
+q(z_i) without bias, so by Jensen its log is low on average and the MI an upper bound (their
+leave-one-out bound, eq. 13, with x_i's own weight 1/N), ≤ log N. `mi_cap` is each one's cap.
+
+`decompose_stratified` tightens that upper bound where the posteriors are sharp (an encoder
+that tells most of the n examples apart puts "mss" at log N): for each of R of the n examples
+it also evaluates q(z_i|x_m) for a neighbourhood S_i of the data set given by the caller
+(e.g. the images one step away on a factor grid, chosen without looking at the n examples)
+exactly, and samples only the rest from the other examples,
+
+    q(z_i) ≈ (1/N) [q(z_i|x_i) + Σ_{m ∈ S_i} q(z_i|x_m)]
+             + (N − 1)/(N (n − 1)) Σ_{j ≠ i, x_j ∉ S_i} q(z_i|x_j),
+
+still unbiased for q(z_i) (so the MI is still an upper bound in expectation, ≤ log N), but
+exact where most of q(z_i)'s mass is. It also gives the "full" lower bound on the same R rows.
+
 Cost: O(n² L) Gaussian log-densities (n = 10,000, L = 10: 10⁹), computed in row blocks so
-memory stays O(block · n · L); "mss" costs O(n M L).
+memory stays O(block · n · L); "mss" costs O(n M L), `decompose_stratified` O(R (n + K) L)
+for R rows with neighbourhoods of at most K.
 """
 
 from __future__ import annotations
@@ -143,7 +163,10 @@ def decompose_posteriors(
     Returns floats rate (MC), mi, tc, dwkl, sum_of_terms (= mi + tc + dwkl, equal to rate by
     construction), rate_analytic (closed form), the standard errors rate_stderr (of rate −
     rate_analytic), mi_stderr, tc_stderr, dwkl_stderr over the n·samples draws, n, samples,
-    and dwkl_per_dim [L].
+    dwkl_per_dim [L], and mi_cap: the largest MI the estimator can return — log n for "full",
+    log `dataset_size` for "mss" (the own component weighs 1/n resp. 1/N, so log q(z_i) ≥
+    log q(z_i|x_i) − log n resp. − log N); an MI near it says the examples' posteriors barely
+    overlap, and the estimate is then a bound, not a measurement.
     """
     if estimator not in ("full", "mss"):
         raise VaelabError(f"kl_decomposition: estimator must be 'full' or 'mss', got {estimator!r}")
@@ -164,10 +187,10 @@ def decompose_posteriors(
     zero = torch.zeros((), dtype=torch.float64)
     log_p = gaussian_log_density(z, zero, zero)  # log p(z_j) [R, L]
 
+    big_n = n if estimator == "full" or dataset_size is None else dataset_size
     if estimator == "full":
         log_q, log_q_dims = _log_aggregate(z, mean, log_var, -math.log(n))
     else:  # minibatch stratified sampling
-        big_n = n if dataset_size is None else dataset_size
         if minibatch_size < 2 or big_n < 2 or n < 2:
             raise VaelabError("kl_decomposition: mss needs n, minibatch_size, dataset_size ≥ 2")
         log_other = math.log((big_n - 1) / big_n)
@@ -207,6 +230,107 @@ def decompose_posteriors(
         "dwkl_per_dim": dwkl_rj.mean(0).tolist(),
         "n": n,
         "samples": samples,
+        "mi_cap": math.log(big_n),
+    }
+
+
+def decompose_stratified(
+    mean: Tensor,
+    log_var: Tensor,
+    rows: Tensor,
+    neighbour_mean: Tensor,
+    neighbour_log_var: Tensor,
+    neighbour_count: Tensor,
+    excluded: Tensor,
+    dataset_size: int,
+    random_state: RandomState = 0,
+) -> dict[str, float | list[float]]:
+    """MI / TC / dimension-wise KL of the rate with the neighbourhood-stratified estimate of
+    q(z) (module docstring), for diagonal-Gaussian posteriors N(mean, exp(log_var)) [n, L] of
+    n examples drawn uniformly without replacement from a data set of `dataset_size` N, and
+    the prior N(0, I). One draw z_r for each of the R examples `rows` [R] (indices into n);
+    row r's neighbourhood S_r (not containing the example itself) is the first
+    `neighbour_count`[r] of `neighbour_mean`, `neighbour_log_var` [R, K, L]; `excluded` [R, n]
+    (bool) marks the examples j that are the row's own example or lie in S_r (they are left
+    out of the sampled part).
+
+    Returns floats rate, mi, tc, dwkl, sum_of_terms (= rate per draw), rate_analytic and the
+    standard errors as `decompose_posteriors` (over the R draws), mi_cap = log N; mi_lower,
+    the InfoNCE lower bound on the same draws against all n examples, with mi_lower_stderr
+    and mi_lower_cap = log n; neighbour_share, the mean fraction of q(z_r)'s estimate that
+    the exact neighbourhoods hold; n, rows (R), neighbours (mean |S_r|) and dwkl_per_dim [L].
+    """
+    mean, log_var = mean.double(), log_var.double()
+    neighbour_mean, neighbour_log_var = neighbour_mean.double(), neighbour_log_var.double()
+    n, latent = mean.shape
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    count = torch.as_tensor(neighbour_count, dtype=torch.long)
+    excluded = torch.as_tensor(excluded, dtype=torch.bool)
+    if n < 2 or dataset_size < n:
+        raise VaelabError("kl_decomposition: stratified needs n ≥ 2 examples of a data set ≥ n")
+    if neighbour_mean.shape[:1] != rows.shape or excluded.shape != (len(rows), n):
+        raise VaelabError(
+            f"kl_decomposition: {len(rows)} rows need neighbours [R, K, L] and excluded "
+            f"[R, n]; got {list(neighbour_mean.shape)} and {list(excluded.shape)}"
+        )
+    rng = np.random.default_rng(random_state)
+    eps = torch.from_numpy(rng.standard_normal((len(rows), latent)))
+    own_mean, own_log_var = mean[rows], log_var[rows]
+    z = own_mean + torch.exp(0.5 * own_log_var) * eps  # [R, L]
+    own = gaussian_log_density(z, own_mean, own_log_var)  # [R, L]
+    log_n, log_big_n = math.log(n), math.log(dataset_size)
+    log_other = math.log((dataset_size - 1) / (dataset_size * (n - 1)))
+    padding = torch.arange(neighbour_mean.shape[1])[None] >= count[:, None]  # [R, K]
+    near = gaussian_log_density(z[:, None], neighbour_mean, neighbour_log_var)  # [R, K, L]
+    near = near.masked_fill(padding[..., None], -math.inf)
+    # the components of q̂(z_r) (joint: densities summed over L; marginals: per dimension),
+    # weighted 1/N for the exact ones and (N − 1)/(N (n − 1)) for the sampled ones
+    exact_joint = torch.logsumexp(torch.cat([own.sum(1, keepdim=True), near.sum(2)], 1), 1)
+    exact_dims = torch.logsumexp(torch.cat([own[:, None], near], 1), 1)  # [R, L]
+    near_joint = torch.logsumexp(near.sum(2), 1) - log_big_n
+    exact_joint, exact_dims = exact_joint - log_big_n, exact_dims - log_big_n
+    block = max(1, BLOCK_ELEMENTS // max(1, mean.numel()))
+    mean_t, log_var_t = mean.T.contiguous()[None], log_var.T.contiguous()[None]  # [1, L, n]
+    log_q, log_q_dims, log_q_sample = [], [], []
+    for start in range(0, len(rows), block):
+        b = slice(start, start + block)
+        lp = gaussian_log_density(z[b, :, None], mean_t, log_var_t)  # [B, L, n]
+        log_q_sample.append(torch.logsumexp(lp.sum(1), dim=1) - log_n)  # the n-example mixture
+        sampled = lp.masked_fill(excluded[b, None, :], -math.inf)
+        sampled_joint = torch.logsumexp(sampled.sum(1), dim=1) + log_other
+        log_q.append(torch.logaddexp(exact_joint[b], sampled_joint))
+        sampled_dims = torch.logsumexp(sampled, dim=2) + log_other
+        log_q_dims.append(torch.logaddexp(exact_dims[b], sampled_dims))
+    log_q, log_q_dims = torch.cat(log_q), torch.cat(log_q_dims)
+    zero = torch.zeros((), dtype=torch.float64)
+    log_p = gaussian_log_density(z, zero, zero)
+    log_q_cond = own.sum(-1)
+    mi_r, tc_r = log_q_cond - log_q, log_q - log_q_dims.sum(-1)
+    dwkl_rj = log_q_dims - log_p
+    rate_r = log_q_cond - log_p.sum(-1)
+    lower_r = log_q_cond - torch.cat(log_q_sample)
+    kl = kl_divergence(DiagonalGaussian(own_mean, own_log_var), StandardNormal(latent))
+    mi, tc, dwkl = float(mi_r.mean()), float(tc_r.mean()), float(dwkl_rj.sum(-1).mean())
+    return {
+        "rate": float(rate_r.mean()),
+        "mi": mi,
+        "tc": tc,
+        "dwkl": dwkl,
+        "sum_of_terms": mi + tc + dwkl,
+        "rate_analytic": float(kl.mean()),
+        "rate_stderr": standard_error(rate_r - kl),
+        "mi_stderr": standard_error(mi_r),
+        "tc_stderr": standard_error(tc_r),
+        "dwkl_stderr": standard_error(dwkl_rj.sum(-1)),
+        "dwkl_per_dim": dwkl_rj.mean(0).tolist(),
+        "mi_cap": log_big_n,
+        "mi_lower": float(lower_r.mean()),
+        "mi_lower_stderr": standard_error(lower_r),
+        "mi_lower_cap": log_n,
+        "neighbour_share": float(torch.exp(near_joint - log_q).mean()),
+        "n": n,
+        "rows": len(rows),
+        "neighbours": float(count.double().mean()),
     }
 
 
