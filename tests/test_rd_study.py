@@ -42,7 +42,7 @@ def test_rd_study_recipe_trains_every_seed_and_reports_intervals(tmp_path):
         "--set", "epochs=2", "--set", "sweep_betas=[0.1,1]", "--set", "rd_points=3",
         "--set", "fid_samples=100", "--set", "progress=false", "--set", "device=cpu",
         "--set", "posterior_channels=2", "--set", "second_stage_steps=20",
-        "--set", "seeds=[0,1]",
+        "--set", "seeds=[0,1]", "--set", "fid_bootstrap=3", "--set", "kid_subsets=5",
     ]  # fmt: skip
     assert main(args) == 0
     study = tmp_path / "study"

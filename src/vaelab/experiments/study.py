@@ -35,6 +35,8 @@ class StudyConfig(RecipeConfig):
     β-conditional settings (`RecipeConfig`) and the sample-quality settings."""
 
     fid_samples: int = at_least(2, default=2000)
+    fid_bootstrap: int = at_least(0, default=20)  # resamplings for the FID's standard error
+    kid_subsets: int = at_least(1, default=100)
     inception_weights: str | None = None  # pytorch-fid weights file; else a dataset classifier
     # FID also of two-stage samples (Dai & Wipf 2019): a second VAE per run fitted to its
     # aggregated posterior (one β-conditional second stage for a β-conditional run); 0 = off
@@ -199,9 +201,17 @@ def sample_quality_study(
                 rows.append(
                     {"regime": study_run.regime.label, "run": study_run.name, "beta": beta}
                     | {"seed": study_run.seed, "sampler": sampler}
-                    | sample_quality(extractor, real, fake, rng=study_run.seed)
+                    | sample_quality(
+                        extractor,
+                        real,
+                        fake,
+                        rng=study_run.seed,
+                        kid_subsets=cfg.kid_subsets,
+                        bootstrap=cfg.fid_bootstrap,
+                    )  # fmt: skip
                 )
     protocol = fid_protocol(
-        extractor, real, len(real), f"the first {len(real)} images of the test split"
-    )
+        extractor, real, len(real), f"the first {len(real)} images of the test split",
+        cfg.fid_bootstrap,
+    )  # fmt: skip
     return {"features": extractor.name, "n_real": len(real), "fid_protocol": protocol, "rows": rows}
