@@ -342,7 +342,7 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
     args = ["run", "disentanglement", "--run-dir", str(tmp_path),
             "--set", "train_limit=300", "--set", "test_limit=200", "--set", "hidden=[16]",
             "--set", "channels=[4,4,4,4]", "--set", "latent_dim=3", "--set", "betas=[1,4]",
-            "--set", "beta_range=[1,4]", "--set", "epochs=1", "--set", "metric_scale=0.01",
+            "--set", "beta_range=[1,4]", "--set", "epochs=1", "--set", "metric_scale=0.01", "--set", "dci_scale=0.01",
             "--set", "vote_metric_scale=0.001", "--set", "kl_examples=200",
             "--set", "kl_neighbourhoods=4", "--set", "second_stage_steps=10",
             "--set", "second_stage_hidden=[8]", "--set", "fid_samples=50",
@@ -384,6 +384,8 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
     assert settings["(i) classic β-VAE"]["sigma_mode"] == "fixed"
     assert settings["(i) classic β-VAE"]["network"] == "conv"
     assert results["metric_sizes"]["mig"] == {"num_train": 100}
+    assert results["metric_sizes"]["dci"] == {"num_train": 100, "num_test": 50}
+    assert results["metric_sizes"]["beta_vae"] == {"num_train": 10, "num_eval": 5}
     for rows in (results["two_stage_fid"][k] for k in results["regimes"]):
         assert all(
             math.isfinite(r["fid_prior"]) and math.isfinite(r["fid_two_stage"]) for r in rows
