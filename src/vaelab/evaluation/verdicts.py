@@ -37,6 +37,23 @@ def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
     return {"n": n, "mean": mean, "se": se, "low": mean - half, "high": mean + half}
 
 
+def stat(values: Sequence[float]) -> dict[str, Any]:
+    """What results files keep of `interval`: {"mean", "ci95": [low, high] (None for fewer
+    than two values), "se", "n"}."""
+    s = interval(values)
+    ci = None if s["low"] is None else [s["low"], s["high"]]
+    return {"mean": s["mean"], "ci95": ci, "se": s["se"], "n": s["n"]}
+
+
+def shown(s: dict[str, Any]) -> str:
+    """A `stat` (or a verdict) as '0.123 [0.101, 0.145]', the mean alone for one value."""
+    if s["mean"] is None:
+        return "—"
+    if s["ci95"] is None:
+        return f"{s['mean']:.4g}"
+    return f"{s['mean']:.4g} [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]"
+
+
 def normal_interval(mean: float, se: float, level: float = LEVEL) -> dict[str, Any]:
     """mean ± z_{(1+level)/2}·SE, for an effect whose SE comes from many examples (e.g. the
     paired AIS difference over held-out images) rather than from a few seeds."""
@@ -82,11 +99,8 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> tuple[list[str], list[list[
     """Headers and rows of a report's table of verdicts."""
 
     def effect(v: dict[str, Any]) -> str:
-        if v["mean"] is None:
-            return "—"
-        if v["ci95"] is None:
-            return f"{v['mean']:.4g} (one value: no interval)"
-        return f"{v['mean']:.4g} [{v['ci95'][0]:.4g}, {v['ci95'][1]:.4g}]"
+        one = v["mean"] is not None and v["ci95"] is None
+        return shown(v) + (" (one value: no interval)" if one else "")
 
     rows = [
         [

@@ -65,7 +65,7 @@ from ..evaluation.figures import save_figure
 from ..evaluation.kl_decomposition import decompose_stratified
 from ..evaluation.loss_slices import loss_slices, plot_loss_slices
 from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_CONDITIONAL
-from ..evaluation.verdicts import interval, verdict, verdict_table
+from ..evaluation.verdicts import interval, shown, stat, verdict, verdict_table
 from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE, build_vae
 from ..registry import NETWORKS, SIGMA_MODES
@@ -435,17 +435,6 @@ def two_stage_fids(fid: dict) -> dict[str, Any]:
 # --- summaries and verdicts ------------------------------------------------------------------
 
 
-def stat(values: list[float]) -> dict[str, Any]:
-    """{"mean", "ci95": [low, high] (None for one value), "se", "n"} of `interval`."""
-    s = interval(values)
-    return {
-        "mean": s["mean"],
-        "ci95": None if s["low"] is None else [s["low"], s["high"]],
-        "se": s["se"],
-        "n": s["n"],
-    }
-
-
 def summarise(rows: list[dict], keys) -> dict[str, dict[str, dict]]:
     """β (as text) → key → `stat` over the seeds."""
     betas = sorted({r["beta"] for r in rows})
@@ -741,15 +730,6 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
 
 
 # --- the report ------------------------------------------------------------------------------
-
-
-def shown(s: dict[str, Any]) -> str:
-    """'0.123 [0.101, 0.145]', or the mean alone for one value."""
-    if s["mean"] is None:
-        return "—"
-    if s["ci95"] is None:
-        return f"{s['mean']:.4g}"
-    return f"{s['mean']:.4g} [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]"
 
 
 def settings_text(settings: dict[str, dict]) -> list[str]:

@@ -64,7 +64,7 @@ from ..estimators.exact import enumerate_states, exact, exact_log_likelihood
 from ..evaluation.consistency import affine_fit, consistency, tied_encoder_fit
 from ..evaluation.figures import save_figure
 from ..evaluation.harmonium_fit import fit_exact
-from ..evaluation.verdicts import interval, verdict, verdict_table
+from ..evaluation.verdicts import shown, stat, verdict, verdict_table
 from ..files import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_json
 from ..models import VAE
 from ..models.harmonium import GaussianBernoulliRBM
@@ -694,22 +694,6 @@ CLAIMS = [
 
 REQUIRED = ("elbo_before", "elbo_after", "loglik_before", "loglik_after", "gap_before",
             "gap_after", "rectangle_residual_before", "rectangle_residual_after")  # fmt: skip
-
-
-def stat(values: list[float]) -> dict[str, Any]:
-    """{"mean", "ci95": [lo, hi] (None for one value), "se", "n"} of `verdicts.interval`."""
-    s = interval(values)
-    ci = None if s["low"] is None else [s["low"], s["high"]]
-    return {"mean": s["mean"], "ci95": ci, "se": s["se"], "n": s["n"]}
-
-
-def shown(s: dict[str, Any]) -> str:
-    """'−3.3112 [−3.3150, −3.3074]', or the mean alone for one value."""
-    if s["mean"] is None:
-        return "—"
-    if s["ci95"] is None:
-        return f"{s['mean']:.4g}"
-    return f"{s['mean']:.4g} [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]"
 
 
 @experiment("gmm-toy", GMMToyConfig, "ELBO vs likelihood on a 4-component Gaussian mixture (exact)")

@@ -38,7 +38,7 @@ from ..evaluation.rate_distortion import (
     rd_points,
     write_rd,
 )
-from ..evaluation.verdicts import interval, verdict, verdict_table
+from ..evaluation.verdicts import interval, stat, verdict, verdict_table
 from ..files import atomic_write_text, write_json
 from ..registry import DATASETS, SIGMA_MODES
 from ..report import markdown_table
@@ -451,13 +451,10 @@ def fid_summary(fid: dict) -> list[dict]:
     values: dict[tuple[str, float, str], list[float]] = {}
     for r in fid["rows"]:
         values.setdefault((r["regime"], r["beta"], r["sampler"]), []).append(r["fid"])
-    out = []
-    for (regime, beta, sampler), v in sorted(values.items()):
-        stat = interval(v)
-        ci = None if stat["low"] is None else [stat["low"], stat["high"]]
-        out.append({"regime": regime, "beta": beta, "sampler": sampler, "mean": stat["mean"],
-                    "se": stat["se"], "ci95": ci, "n": stat["n"]})  # fmt: skip
-    return out
+    return [
+        {"regime": regime, "beta": beta, "sampler": sampler} | stat(v)
+        for (regime, beta, sampler), v in sorted(values.items())
+    ]
 
 
 def rd_summary_figure(path: Path, points: list[dict]) -> None:
