@@ -70,7 +70,7 @@ from ..models import VAE
 from ..models.harmonium import GaussianBernoulliRBM
 from ..networks.blocks import BlockNetwork, mlp_blocks
 from ..report import markdown_table
-from ..sweeps import SweepOptions, Target, make_cell, run_sweep
+from ..sweeps import SweepOptions, Target, run_seeds
 from ..training import METRICS, fit
 from .base import check_seeds, experiment
 
@@ -703,15 +703,7 @@ def run_gmm_toy(cfg: GMMToyConfig, run_dir: Path) -> dict:
     finished, the claims' verdicts, the first finished seed's figure and report.md. Refuses
     when no seed finished."""
     run_dir = Path(run_dir)
-    cells = [make_cell(TARGET, f"seed{s}", cfg.seed_config(s), {}, s) for s in cfg.seeds]
-    records = run_sweep(cells, run_dir, TARGET, cfg.sweep)
-    done = [r for r in records if r["status"] == "done"]
-    if not done:
-        raise VaelabError(
-            "gmm-toy: no seed finished ("
-            + "; ".join(f"seed {r['seed']}: {r.get('error', r['status'])}" for r in records[:3])
-            + f"); see {run_dir / 'sweep.md'}, fix and run again"
-        )
+    records = run_seeds("gmm-toy", TARGET, cfg.seed_config, cfg.seeds, run_dir, cfg.sweep)
     per_seed, metrics = [], []
     for record in records:
         where = Path(record["dir"]).resolve().relative_to(run_dir.resolve()).as_posix()

@@ -75,7 +75,7 @@ from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
 from ..registry import DATASETS, NETWORKS
 from ..report import fmt, markdown_table
-from ..sweeps import SweepOptions, Target, make_cell, run_sweep, show
+from ..sweeps import SweepOptions, Target, run_seeds, show
 from ..training import fit
 from ..training.distributed import resolve_device
 from .base import check_seeds, experiment, recipe_training
@@ -815,15 +815,7 @@ def run_groundtruth(cfg: GroundTruthConfig, run_dir: Path) -> dict:
     own, over its examples), each seed's verdicts and the failed seeds' errors, in
     results.json and report.md. Refuses when no seed finished."""
     run_dir = Path(run_dir)
-    cells = [make_cell(TARGET, f"seed{s}", cfg.seed_config(s), {}, s) for s in cfg.seeds]
-    records = run_sweep(cells, run_dir, TARGET, cfg.sweep)
-    done = [r for r in records if r["status"] == "done"]
-    if not done:
-        raise VaelabError(
-            "groundtruth: no seed finished ("
-            + "; ".join(f"seed {r['seed']}: {r.get('error', r['status'])}" for r in records[:3])
-            + f"); see {run_dir / 'sweep.md'}, fix and run again"
-        )
+    records = run_seeds("groundtruth", TARGET, cfg.seed_config, cfg.seeds, run_dir, cfg.sweep)
     seeds, finished = [], []
     for record in records:
         where = Path(record["dir"]).resolve().relative_to(run_dir.resolve()).as_posix()

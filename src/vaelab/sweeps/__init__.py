@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_dict, read_mapping
+from ..errors import VaelabError
 from ..files import write_json
 from .cells import TRAIN, Cell, Target, grid_cells, make_cell, parse_grid, parse_seeds
 from .execute import SweepOptions, run_cells
@@ -26,6 +27,7 @@ __all__ = [
     "make_cell",
     "parse_grid",
     "parse_seeds",
+    "run_seeds",
     "run_sweep",
     "show",
     "summarise",
@@ -50,6 +52,28 @@ def run_sweep(
     }
     write_json(run_dir / SPEC, spec)
     write_sweep_report(run_dir, records)
+    return records
+
+
+def run_seeds(
+    recipe: str,
+    target: Target,
+    seed_config,
+    seeds: list[int],
+    run_dir: str | Path,
+    options: SweepOptions,
+) -> list[dict]:
+    """A recipe's runs, one cell `seed<s>` per seed of `seed_config(s)`, by `run_sweep`;
+    refuses in one line when no seed finished (the others are reported by the caller)."""
+    run_dir = Path(run_dir)
+    cells = [make_cell(target, f"seed{s}", seed_config(s), {}, s) for s in seeds]
+    records = run_sweep(cells, run_dir, target, options)
+    if not any(r["status"] == "done" for r in records):
+        raise VaelabError(
+            f"{recipe}: no seed finished ("
+            + "; ".join(f"seed {r['seed']}: {r.get('error', r['status'])}" for r in records[:3])
+            + f"); see {run_dir / 'sweep.md'}, fix and run again"
+        )
     return records
 
 
