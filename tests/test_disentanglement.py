@@ -369,7 +369,8 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
     assert isinstance(results["mi_capped"], bool)
     assert set(results["chance"]["summary"]) >= {"mig", "dci_d"}
     assert len(results["chance"]["per_seed"]) == 2
-    verdicts = results["verdicts"]
+    verdicts = results["verdict_details"]
+    assert results["verdicts"] == {v["claim"]: v["verdict"] for v in verdicts}
     assert {v["verdict"] for v in verdicts} <= {"reproduced", "contradicted", "inconclusive"}
     assert any("higher mig" in v["claim"] for v in verdicts)
     assert any("two-stage FID" in v["claim"] for v in verdicts)

@@ -672,6 +672,7 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
 
     sizes = metric_sizes(cfg.metric_scale, cfg.metric_scales())
     all_rows = [r for rows in regimes.values() for r in rows]
+    verdicts = metric_verdicts(regimes, chance) + kl_verdicts(regimes) + fid_verdicts(fids)
     results = {
         "seeds": list(cfg.seeds),
         "summary": {name: summarise(rows, SUMMARISED) for name, rows in regimes.items()},
@@ -683,7 +684,8 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
         },
         "mi_capped": any(r["mi_capped"] for r in all_rows),
         "mi_lower_capped": any(r["mi_lower_capped"] for r in all_rows),
-        "verdicts": metric_verdicts(regimes, chance) + kl_verdicts(regimes) + fid_verdicts(fids),
+        "verdicts": {v["claim"]: v["verdict"] for v in verdicts},
+        "verdict_details": verdicts,
         "settings": regime_settings(runs),
         "metric_sizes": sizes,
         "metric_scale": {
@@ -776,7 +778,7 @@ def write_report(run_dir: Path, r: dict, cfg: DisentanglementConfig) -> None:
         "caveat forces inconclusive: the metric at chance (no regime above the untrained "
         f"encoder, the chance level below), an MI estimate within {MI_CAP_MARGIN:g} nats of its "
         "cap, or weak FID features.\n",
-        markdown_table(*verdict_table(r["verdicts"])),
+        markdown_table(*verdict_table(r["verdict_details"])),
         "\n## Sample sizes and cost\n",
         f"disentanglement_lib's sizes × {cfg.metric_scale:g} for MIG and SAP, × "
         f"{cfg.dci_scale:g} for DCI and × {cfg.vote_metric_scale:g} for BetaVAE and FactorVAE; "
