@@ -1,11 +1,14 @@
 """Semantic-hashing recipes end to end on a small synthetic corpus (load_files layout)."""
 
 import json
+import math
 import random
 
 import pytest
+import torch
 
 from vaelab.cli import main
+from vaelab.experiments.semhash import collapsed_baseline
 
 TOPICS = {
     "comp.graphics": "pixel image render shader polygon texture colour screen",
@@ -45,6 +48,11 @@ def test_semhash_run_reports_every_convention_and_retrieval(corpus, tmp_path):
         test["nelbo_full"] < test["nelbo_no_coefficient"]
         and 0 < test["nelbo_saturated"] < test["nelbo_no_coefficient"]
     )
+    # the collapsed baseline differs from the model by the same constant in every convention
+    base = r["collapsed_baseline"]["test"]
+    for c in ("nelbo_full", "nelbo_no_coefficient"):
+        assert base[c] - test[c] == pytest.approx(r["gain"]["test"], rel=1e-6)
+    assert r["gain"]["test"] > 0  # the codes tell the topics apart: better than the unigram
     retrieval = r["retrieval"]
     # topics are easy to tell apart: far above chance (the label frequency, ~1/3)
     assert retrieval["precision_at_100"] > 0.6
@@ -122,3 +130,27 @@ def test_an_estimator_for_continuous_codes_is_refused_in_one_line(tmp_path, caps
     assert len(error.splitlines()) == 1 and "not an estimator for binary codes" in error
     assert "disarm" in error and "exact" in error  # the estimators flagged discrete
     assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+class Counts:
+    """The part of `BowData` the collapsed baseline reads: dense rows of word counts."""
+
+    def __init__(self, rows):
+        self.x = torch.tensor(rows, dtype=torch.float32)
+        self.shape = (self.x.shape[1],)
+
+    def __len__(self):
+        return len(self.x)
+
+    def batch(self, index):
+        return self.x[index]
+
+
+def test_collapsed_baseline_is_the_training_unigram_in_every_convention_by_hand():
+    train = Counts([[2, 0, 1], [0, 1, 1]])  # unigram π = (2, 1, 2) / 5
+    test = Counts([[1, 1, 0]])  # n = 2
+    b = collapsed_baseline(train, test)
+    no_coefficient = -(math.log(0.4) + math.log(0.2))
+    assert b["nelbo_no_coefficient"] == pytest.approx(no_coefficient)
+    assert b["nelbo_full"] == pytest.approx(no_coefficient - math.log(2))  # 2!/(1! 1!) = 2
+    assert b["nelbo_saturated"] == pytest.approx(no_coefficient + 2 * math.log(0.5))

@@ -4,8 +4,10 @@ Three conventions for −log p(x|z) are in use and vaelab reports which one a nu
   full            −Σ_v x_v log π_v − log(n! / Π_v x_v!)
   no-coefficient  −Σ_v x_v log π_v
   saturated       −Σ_v x_v log π_v + Σ_v x_v log(x_v / n): relative to the saturated model
-                  π = x/n, the convention of the public reproduction of Shekhovtsov et al.
-                  (2022) — ≥ 0, and 0 only for a perfect decoder.
+                  π = x/n — ≥ 0, and 0 only for a perfect decoder; what the public
+                  reproduction of Shekhovtsov et al. (2022) computes (ReScience C 9(2),
+                  2023). The paper itself does not state its convention (its eq. 13 keeps
+                  the base measure, i.e. `full`).
 They differ by a constant per document, so they give the same gradients.
 """
 
