@@ -64,6 +64,34 @@ def test_semhash_run_reports_every_convention_and_retrieval(corpus, tmp_path):
     assert again["test"] == pytest.approx(test)
 
 
+def test_lowest_selection_takes_the_minimum_of_a_test_estimate_per_epoch(corpus, tmp_path):
+    run = tmp_path / "run"
+    args = ["run", "semhash", "--run-dir", str(run), "--set", f"data_path={corpus}",
+            "--set", "vocab_size=40", "--set", "bits=6", "--set", "epochs_single=4",
+            "--set", "epochs_multi=2", "--set", "samples_multi=3", "--set", "batch_size=40",
+            "--set", "selection=lowest", "--set", "progress=false", "--set", "device=cpu"]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads((run / "results.json").read_text())
+    records = {
+        split: [
+            rec["negative_elbo"]
+            for phase in ("phase1", "phase2")
+            for rec in map(json.loads, (run / phase / "metrics.jsonl").read_text().splitlines())
+            if rec["split"] == split
+        ]
+        for split in ("train", "test")
+    }
+    # one test estimate and one train running mean per epoch over both phases (4 + 2)
+    assert len(records["test"]) == 6 and len(records["train"]) == 6
+    lowest = r["test_lowest"]
+    assert lowest["nelbo_saturated"] == pytest.approx(min(records["test"]))
+    assert lowest["epoch"] == 1 + records["test"].index(min(records["test"]))
+    assert r["selected_test"] == lowest
+    assert r["train_running_mean"]["nelbo_saturated"] == pytest.approx(records["train"][-1])
+    shift = r["test"]["nelbo_full"] - r["test"]["nelbo_saturated"]
+    assert lowest["nelbo_full"] - lowest["nelbo_saturated"] == pytest.approx(shift)
+
+
 def table_args(corpus, run_dir, *settings):
     return ["run", "semhash-table", "--run-dir", str(run_dir), "--set", f"data_path={corpus}",
             "--set", "vocab_size=40", "--set", "depths=[0]", "--set", "epochs_single=3",

@@ -89,9 +89,9 @@ def check_seeds(seeds: list[int]) -> None:
 
 def recipe_training(cfg: Any, **overrides: Any) -> TrainConfig:
     """The TrainConfig of a recipe's runs: its epochs, batch size, learning rate, seed, device
-    and progress setting (`overrides` win), a test evaluation only at the end, and sparse
-    logs and checkpoints."""
+    and progress setting, a test evaluation only at the end, and sparse logs and checkpoints
+    (`overrides` win)."""
     fields = ("epochs", "batch_size", "lr", "seed", "device", "progress")
     settings = {k: getattr(cfg, k) for k in fields if hasattr(cfg, k)}
     settings |= {"log_every": 100, "checkpoint_every": 2000} | overrides
-    return TrainConfig(**settings, eval_every=settings["epochs"])
+    return TrainConfig(**({"eval_every": settings["epochs"]} | settings))
