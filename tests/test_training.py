@@ -251,7 +251,11 @@ class _NanGradient(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "log_every, step, what", [(1, 1, "gradient norm is nan"), (50, 2, "loss term 'loss' is nan")]
+    "log_every, step, what",
+    [
+        (1, 1, r"the gradient of 'w' is not finite \(1 of 1 values\)"),  # measured every step
+        (50, 1, r"the update made parameter 'w' non-finite \(1 values\)"),  # seen at step 2
+    ],
 )
 def test_nan_gradient_with_finite_loss_is_caught(tmp_path, log_every, step, what):
     data = ImageData("toy", torch.rand(64, 1, 2, 2))

@@ -1,7 +1,9 @@
 """Checkpoints as safetensors files: tensors plus JSON metadata, never pickle.
 
 Loading cannot execute code: a file that is not a valid safetensors file (a pickle, say) is
-refused with a `CheckpointError` before anything in it is interpreted.
+refused with a `CheckpointError` before anything in it is interpreted. Writing refuses a
+floating tensor that is not finite, so no checkpoint on disk holds NaN or inf; the metadata is
+strict JSON (`files.dumps`), its non-finite numbers restored on reading.
 """
 
 from __future__ import annotations
@@ -16,16 +18,36 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
 from .errors import CheckpointError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, dumps, restore_nonfinite
 
 _META_KEY = "vaelab"
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
-    """Atomically write `tensors` and JSON `metadata` to `path`."""
+    """Atomically write `tensors` and JSON `metadata` to `path`; refuses (CheckpointError,
+    nothing written) when a floating tensor holds a value that is not finite."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        name, count = next(iter(bad.items()))
+        raise CheckpointError(
+            f"refusing to write checkpoint {str(path)!r}: tensor {name!r} holds {count} "
+            f"non-finite values ({len(bad)} tensors in all)"
+        )
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    data = save_safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(metadata)})
+    data = save_safetensors_bytes(tensors, metadata={_META_KEY: dumps(metadata)})
     atomic_write_bytes(path, data)
+
+
+def nonfinite_tensors(tensors: dict[str, Tensor]) -> dict[str, int]:
+    """{name: number of NaN/inf values} of the floating tensors that are not all finite, in
+    the order of `tensors`."""
+    counts = {}
+    for name, value in tensors.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value.detach())).sum())
+            if bad:
+                counts[name] = bad
+    return counts
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -44,7 +66,7 @@ def _read(path: str | Path, tensors: bool) -> tuple[dict[str, Tensor], dict[str,
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = json.loads((f.metadata() or {})[_META_KEY])
+            metadata = restore_nonfinite(json.loads((f.metadata() or {})[_META_KEY]))
             values = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
     except Exception as exc:  # noqa: BLE001 — any parse failure means "not ours"
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__

@@ -14,7 +14,21 @@ The contract:
 
 Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the same one
 `DistributedSampler` draws — and the noise of step s on rank r comes from a generator seeded
-by (seed, s, r). A resumed run therefore continues bit for bit where the killed one stopped.
+by (seed, s, r). A resumed run therefore continues bit for bit where the killed one stopped,
+and so does everything it writes: the checkpoint carries the partial sums of the current
+`log_every` window (the first train record after a resume averages the same steps as in an
+uninterrupted run), resuming drops the records logged after the checkpoint and redoes an
+epoch-end evaluation the log lacks (a kill between an epoch-end checkpoint and that epoch's
+`test` record), and the run directory's stale temporary files (from a kill mid-write) are
+removed at every start. `metrics.jsonl` of a resumed run equals the uninterrupted run's but
+for the wall-clock `seconds`.
+
+Divergence: a non-finite loss (every step) or gradient norm (at logging and clipping steps)
+stops training before the update, and a checkpoint is written only when every floating
+tensor in it (weights, optimiser state, log window) is finite. The `TrainingDiverged`
+message names the step, what went non-finite first (a weight made non-finite by the previous
+update; else a loss term, components such as 'distortion' or 'rate' before the total; else
+the first parameter whose gradient is non-finite or overflows) and what is on disk.
 """
 
 from __future__ import annotations
@@ -35,13 +49,14 @@ from tqdm.auto import tqdm
 from ..checkpoint import (
     load_checkpoint,
     load_model_weights,
+    nonfinite_tensors,
     optimizer_from_flat,
     optimizer_to_flat,
     save_checkpoint,
 )
 from ..config import Config, TrainConfig
-from ..errors import ConfigError, TrainingDiverged
-from ..files import append_jsonl, read_jsonl, write_json, write_jsonl
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..files import append_jsonl, read_jsonl, remove_stale_temporaries, write_json, write_jsonl
 from . import distributed
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -115,6 +130,9 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.state = TrainState()
         self.params = list(model.parameters())
+        # the current log window: batch sums of each term and the examples they cover
+        self.window: dict[str, torch.Tensor] = {}
+        self.window_examples = 0
         # the generator behind torch.randn on this device (seeding it alone is cheap)
         self.noise = (
             torch.cuda.default_generators[self.device.index]
@@ -133,22 +151,32 @@ class Trainer:
         return self.run_dir / CHECKPOINT
 
     def save(self) -> None:
-        """Write the checkpoint (main process only); refuses non-finite weights."""
+        """Write the checkpoint (main process only): weights, optimiser state and the log
+        window. Raises `TrainingDiverged` instead, on every process (their states are
+        identical), when a floating tensor in it is not finite."""
+        opt_tensors, opt_meta = optimizer_to_flat(self.optimizer)
+        tensors = (
+            {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            | opt_tensors
+            | {f"window.{k}": torch.as_tensor(v) for k, v in self.window.items()}
+        )
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            name, count = next(iter(bad.items()))
+            causes = [f"{self._describe_tensor(name)} holds {count} non-finite values"]
+            causes += [c for c in [self._gradient_cause()] if c]
+            self._diverged(
+                f"by step {self.state.step} (found when checkpointing, not written)",
+                "; ".join(causes),
+            )
         if not self.placement.is_main:
             return
-        for name, p in self.model.state_dict().items():
-            if p.is_floating_point() and not torch.isfinite(p).all():
-                raise TrainingDiverged(
-                    f"step {self.state.step}: parameter {name!r} is not finite; "
-                    "checkpoint not written"
-                )
-        opt_tensors, opt_meta = optimizer_to_flat(self.optimizer)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()} | opt_tensors
         meta = {
             "step": self.state.step,
             "seconds": self.state.seconds,
             "finished": self.state.finished,
             "last_test": self.state.last_test,
+            "window": {"terms": list(self.window), "examples": self.window_examples},
             "world_size": self.placement.world_size,
             "optimizer": opt_meta,
             "config": self.run_config,
@@ -156,35 +184,61 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, tensors, meta)
 
     def resume(self) -> bool:
-        """Restore model, optimiser and step from the run directory, if it holds a checkpoint."""
-        if not self.checkpoint_path.exists():
+        """Restore model, optimiser, step and log window from the run directory, if it holds
+        a checkpoint, and drop the metrics logged after it (all of them when there is none)."""
+        resumed = self.checkpoint_path.exists()
+        if resumed:
+            tensors, meta = load_checkpoint(self.checkpoint_path)
+            check_same_run(meta.get("config", {}), self.run_config, self.run_dir)
+            load_model_weights(self.model, tensors, str(self.checkpoint_path))
+            optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+            self.state = TrainState(
+                step=meta["step"],
+                seconds=meta["seconds"],
+                finished=meta["finished"] and meta["step"] >= self.total_steps,
+                last_test=meta.get("last_test", {}),
+            )
+            window = meta.get("window", {"terms": [], "examples": 0})  # none before issue 14
+            self.window = {k: tensors[f"window.{k}"].to(self.device) for k in window["terms"]}
+            self.window_examples = window["examples"]
+        metrics = self.run_dir / METRICS
+        if self.placement.is_main and metrics.exists():
+            kept = [r for r in read_jsonl(metrics) if r.get("step", 0) <= self.state.step]
+            write_jsonl(metrics, kept)
+        return resumed
+
+    def _evaluation_missing(self) -> bool:
+        """Whether the run stopped between an epoch-end checkpoint and that epoch's
+        evaluation: the state is at the end of an epoch that is evaluated before the last
+        one, and the metrics log has no `test` record of this step."""
+        epochs_done, offset = divmod(self.state.step, self.steps_per_epoch)
+        if (
+            self.evaluate is None
+            or offset
+            or not 0 < self.state.step < self.total_steps
+            or epochs_done % self.cfg.eval_every
+        ):
             return False
-        tensors, meta = load_checkpoint(self.checkpoint_path)
-        check_same_run(meta.get("config", {}), self.run_config, self.run_dir)
-        load_model_weights(self.model, tensors, str(self.checkpoint_path))
-        optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
-        self.state = TrainState(
-            step=meta["step"],
-            seconds=meta["seconds"],
-            finished=meta["finished"] and meta["step"] >= self.total_steps,
-            last_test=meta.get("last_test", {}),
+        return not any(
+            r.get("split") == "test" and r.get("step") == self.state.step
+            for r in read_jsonl(self.run_dir / METRICS)
         )
-        if self.placement.is_main:  # drop metrics logged after the checkpoint
-            kept = [
-                r for r in read_jsonl(self.run_dir / METRICS) if r.get("step", 0) <= self.state.step
-            ]
-            write_jsonl(self.run_dir / METRICS, kept)
-        return True
 
     # --- training -----------------------------------------------------------------------
 
     def fit(self) -> TrainState:
+        """Train to `epochs`, resuming what the run directory holds; see the module
+        docstring."""
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
         distributed.barrier(self.placement)
         resumed = self.resume()
         if self.placement.is_main:
             write_json(self.run_dir / CONFIG, self.run_config)
+        distributed.barrier(self.placement)  # every process reads the log resume() rewrote
+        if resumed and self._evaluation_missing():
+            self._evaluate(self.state.step // self.steps_per_epoch - 1)
         if self.state.step >= self.total_steps:
             if not self.state.finished:
                 self._finish()
@@ -198,8 +252,6 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=0.5,
         )
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
         started = time.perf_counter() - self.state.seconds
         bs = self.cfg.batch_size
         while self.state.step < self.total_steps:
@@ -212,16 +264,16 @@ class Trainer:
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
                 batch_sums, batch_size, grad_norm = self._step(x, measure_grad=logging)
                 for k, v in batch_sums.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += batch_size
+                    self.window[k] = self.window.get(k, 0.0) + v
+                self.window_examples += batch_size
                 self.state.step = step
                 self.state.seconds = time.perf_counter() - started
                 bar.update(1)
                 if logging:
-                    record = {k: float(v) / count for k, v in sums.items()}
+                    record = {k: float(v) / self.window_examples for k, v in self.window.items()}
                     self._log("train", epoch, record | {"grad_norm": float(grad_norm)})
                     bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                    sums, count = {}, 0
+                    self.window, self.window_examples = {}, 0
                 if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
                     self.save()
             if (epoch + 1) % self.cfg.eval_every == 0 and self.state.step < self.total_steps:
@@ -248,27 +300,77 @@ class Trainer:
             grad_norm = gradient_norm(self.params)
         sums = terms.sums()
         if not torch.isfinite(loss) or (grad_norm is not None and not torch.isfinite(grad_norm)):
-            self._diverged(sums, grad_norm)
+            self._step_diverged(sums, len(terms.loss), grad_norm)
         factor = LR_SCHEDULES[self.cfg.lr_schedule](self.state.step / self.total_steps)
         for group in self.optimizer.param_groups:  # a function of the step: resumes exactly
             group["lr"] = self.cfg.lr * factor
         self.optimizer.step()
         return sums, len(terms.loss), grad_norm
 
-    def _diverged(self, sums: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> None:
+    def _step_diverged(
+        self, sums: dict[str, torch.Tensor], batch_size: int, grad_norm: torch.Tensor | None
+    ) -> None:
+        """Raise for a step whose loss or gradient norm is not finite, naming what went
+        non-finite first: a weight (then the previous update made it so), a loss term, the
+        gradient."""
+        step = self.state.step
+        weights = nonfinite_tensors(dict(self.model.named_parameters()))
+        if weights:
+            name, count = next(iter(weights.items()))
+            what = "the update made" if step else "the initial (or loaded) weights have"
+            self._diverged(
+                f"at step {step}", f"{what} parameter {name!r} non-finite ({count} values)"
+            )
         bad = [k for k, v in sums.items() if not torch.isfinite(v)]
-        what = (
-            f"loss term {bad[0]!r} is {float(sums[bad[0]])}"
-            if bad
-            else f"gradient norm is {float(grad_norm)}"
-        )
-        saved = (
-            "no checkpoint was written"
-            if not self.checkpoint_path.exists()
-            else "the checkpoint on disk keeps the last finite weights"
-        )
+        parts = [k for k in bad if k != "loss"] or bad  # a component before the total
+        if parts:
+            finite = [f"{k} {float(v) / batch_size:.4g}" for k, v in sums.items() if k not in bad]
+            note = f" (finite, per example: {', '.join(finite)})" if parts == ["loss"] else ""
+            cause = f"loss term {parts[0]!r} is {float(sums[parts[0]])}{note}"
+        else:
+            cause = self._gradient_cause() or f"the gradient norm is {float(grad_norm)}"
+        self._diverged(f"at step {step + 1}", cause)
+
+    def _gradient_cause(self) -> str | None:
+        """The first parameter whose gradient is not finite, else the first whose gradient's
+        norm overflows (its square: what Adam's second moment holds); None if neither."""
+        grads = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+        for name, g in grads:
+            bad = int((~torch.isfinite(g)).sum())
+            if bad:
+                return f"the gradient of {name!r} is not finite ({bad} of {g.numel()} values)"
+        for name, g in grads:
+            if not torch.isfinite(torch.linalg.vector_norm(g)):
+                return (
+                    f"the gradient of {name!r} is finite but its norm overflows "
+                    f"{str(g.dtype).removeprefix('torch.')} "
+                    f"(largest |value| {float(g.abs().max()):.3g})"
+                )
+        return None
+
+    def _describe_tensor(self, key: str) -> str:
+        """What checkpoint tensor `key` is, in words."""
+        kind, _, rest = key.partition(".")
+        if kind == "optimizer":
+            pid, _, what = rest.partition(".")
+            names = [n for n, _ in self.model.named_parameters()]
+            return f"optimiser state {what!r} of parameter {names[int(pid)]!r}"
+        return f"weight {rest!r}" if kind == "model" else f"the logged sum of {rest!r}"
+
+    def _on_disk(self) -> str:
+        """What the run directory holds, checked rather than assumed."""
+        if not self.checkpoint_path.exists():
+            return "no checkpoint was written"
+        try:
+            tensors, meta = load_checkpoint(self.checkpoint_path)
+        except CheckpointError:
+            return "the checkpoint on disk cannot be read"
+        values = "non-finite values too" if nonfinite_tensors(tensors) else "only finite values"
+        return f"the checkpoint on disk is of step {meta['step']} and holds {values}"
+
+    def _diverged(self, when: str, cause: str) -> None:
         raise TrainingDiverged(
-            f"training diverged at step {self.state.step + 1}: {what}; {saved} "
+            f"training diverged {when}: {cause}; {self._on_disk()} "
             "(try a lower train.lr, train.grad_clip, or a higher model.log_sigma_min)"
         )
 
