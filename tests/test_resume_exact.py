@@ -288,3 +288,11 @@ def test_json_writers_are_strict_and_say_why_a_value_is_null(tmp_path):
     with pytest.raises(ValueError, match="top-level list"):
         write_json(tmp_path / "c.json", [1.0, math.nan])
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_checkpoint_path_that_is_a_directory_is_named_as_such(tmp_path):
+    (tmp_path / CHECKPOINT).mkdir()
+    with pytest.raises(CheckpointError, match="is a directory, not a file"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")

@@ -62,6 +62,8 @@ def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
 
 def _read(path: str | Path, tensors: bool) -> tuple[dict[str, Tensor], dict[str, Any]]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
