@@ -1,11 +1,13 @@
 """Name → object registries, so that no code dispatches on names with if/elif ladders.
 
 All registries live here so that configs can validate names without importing the modules
-that fill them (those register themselves when ``vaelab`` is imported).
+that fill them: each registry names the package whose modules register into it and imports
+that package on its first lookup (so `vaelab --help` or a config error needs no torch).
 """
 
 from __future__ import annotations
 
+import importlib
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -18,9 +20,18 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of constructors; unknown names fail with a suggestion."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, filled_by: str | None = None):
+        """`filled_by`: the package (e.g. 'vaelab.data') whose import registers the entries;
+        imported on the first lookup, never by `register`."""
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._filled_by = filled_by
+
+    def _filled(self) -> dict[str, T]:
+        if self._filled_by is not None:
+            package, self._filled_by = self._filled_by, None
+            importlib.import_module(package)
+        return self._entries
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: enter `obj` under `name`; a class or function is told its name
@@ -38,33 +49,35 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         try:
-            return self._entries[name]
+            return self._filled()[name]
         except KeyError:
             raise ConfigError(self.unknown(name)) from None
 
     def unknown(self, name: str) -> str:
         return (
-            f"unknown {self.kind} {name!r}{closest(name, self._entries)}; "
+            f"unknown {self.kind} {name!r}{closest(name, self._filled())}; "
             f"known: {', '.join(self.names())}"
         )
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._filled()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._filled())
 
 
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
-NETWORKS: Registry[Callable[..., Any]] = Registry("network")
-CONDITIONING: Registry[Callable[..., Any]] = Registry("conditioning")
-LIKELIHOODS: Registry[Callable[..., Any]] = Registry("likelihood")
-SIGMA_MODES: Registry[Callable[..., Any]] = Registry("sigma mode")
-POSTERIORS: Registry[Callable[..., Any]] = Registry("posterior")
-PRIORS: Registry[Callable[..., Any]] = Registry("prior")
-ESTIMATORS: Registry[Callable[..., Any]] = Registry("gradient estimator")
-EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment")
-FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry("feature extractor")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", "vaelab.data")
+NETWORKS: Registry[Callable[..., Any]] = Registry("network", "vaelab.networks")
+CONDITIONING: Registry[Callable[..., Any]] = Registry("conditioning", "vaelab.networks")
+LIKELIHOODS: Registry[Callable[..., Any]] = Registry("likelihood", "vaelab.distributions")
+SIGMA_MODES: Registry[Callable[..., Any]] = Registry("sigma mode", "vaelab.distributions")
+POSTERIORS: Registry[Callable[..., Any]] = Registry("posterior", "vaelab.distributions")
+PRIORS: Registry[Callable[..., Any]] = Registry("prior", "vaelab.distributions")
+ESTIMATORS: Registry[Callable[..., Any]] = Registry("gradient estimator", "vaelab.estimators")
+EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment", "vaelab.experiments")
+FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry(
+    "feature extractor", "vaelab.evaluation.feature_extractors"
+)
