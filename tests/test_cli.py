@@ -177,3 +177,84 @@ def test_corrupt_image_file_is_refused(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "broken.png" in err and len(err.splitlines()) == 1
+
+
+# --- issue 14: answers at once, misuse named -------------------------------------------------
+
+
+def test_version_and_help_answer_on_stdout(capsys):
+    from vaelab import __version__
+
+    for argv, expected in ((["--version"], f"vaelab {__version__}"), (["--help"], "usage: vaelab")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+        assert expected in capsys.readouterr().out
+
+
+TINY = (
+    "[data]\nname = 'digits'\ntrain_limit = 128\ntest_limit = 200\n"
+    "[model]\nlatent_dim = 2\nhidden = [16]\n"
+    "[train]\nepochs = 1\nbatch_size = 64\nprogress = false\n"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    config = root / "tiny.toml"
+    config.write_text(TINY)
+    assert main(["train", str(config), "--run-dir", str(root / "runs" / "good")]) == 0
+    return root / "runs" / "good"
+
+
+def test_rd_skips_a_broken_run_with_a_warning_and_reports_the_rest(tiny_run, capsys):
+    broken = tiny_run.parent / "broken"
+    broken.mkdir()
+    (broken / CHECKPOINT).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    capsys.readouterr()
+    try:
+        code = main(["rd", str(tiny_run.parent)])
+    finally:
+        (broken / CHECKPOINT).unlink()
+        broken.rmdir()
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (warning,) = err.strip().splitlines()
+    assert warning.startswith("vaelab: warning: skipped") and "broken" in warning
+    assert "not a valid vaelab safetensors checkpoint" in warning
+    points = [line for line in out.splitlines() if "β=" in line]
+    assert points and all(" good " in line for line in points), out  # a β-VAE: its own β
+    assert "broken" not in (tiny_run.parent / "rd.csv").read_text()
+
+
+def test_consistency_runs_with_more_examples_than_parameters(tiny_run, capsys):
+    """The refusal is at the count of parameters (64 pixels → 2·64 Gaussian statistics + 1),
+    not a blanket one: 130 examples are measured, 129 are refused."""
+    assert main(["consistency", str(tiny_run), "--examples", "130"]) == 0
+    out = capsys.readouterr().out
+    residual = float(
+        next(line for line in out.splitlines() if line.startswith("encoder_residual")).split()[1]
+    )
+    assert 0 < residual < 1
+    code, err = run_cli(["consistency", str(tiny_run), "--examples", "129"], capsys)
+    assert code == 2 and "129 parameters per output but only 129 examples" in err
+
+
+def test_bernoulli_trains_on_binarized_data_and_is_refused_without(tmp_path, capsys):
+    config = write(tmp_path, "b.toml", TINY + "")
+    bernoulli = ["--set", "model.likelihood=bernoulli"]
+    code, err = run_cli(["train", config, "--run-dir", str(tmp_path / "r1"), *bernoulli], capsys)
+    assert code == 2 and "set data.binarize = true" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r1" / CHECKPOINT).exists()
+    argv = ["train", config, "--run-dir", str(tmp_path / "r2"), *bernoulli]
+    assert main([*argv, "--set", "data.binarize=true"]) == 0
+    assert (tmp_path / "r2" / CHECKPOINT).is_file()
+
+
+def test_a_run_directory_is_not_created_by_a_refused_invocation(tmp_path, capsys):
+    run_dir = tmp_path / "new" / "run"
+    config = write(tmp_path, "c.toml", "[data]\nname = 'fashon'\n")
+    code, err = run_cli(["train", config, "--run-dir", str(run_dir)], capsys)
+    assert code == 2 and "unknown dataset" in err
+    assert not (tmp_path / "new").exists()

@@ -1,7 +1,10 @@
 """Command line: `vaelab train | eval | rd | consistency | sweep | sweep-report | run | demo`.
 
-Errors the user can fix print one line and exit with code 2; an interrupted run exits with
-130 and resumes when the same command is run again.
+Errors the user can fix print one line and exit with code 2 (a skipped part prints one
+warning line); an interrupted run exits with 130 and resumes when the same command is run
+again. Torch and the recipes are imported only once the arguments, the config's keys, types
+and ranges, and the run directory have been checked, so those errors, `--help` and
+`--version` come back at once.
 """
 
 from __future__ import annotations
@@ -9,13 +12,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from . import experiments  # noqa: F401  (fill the registry)
-from .config import Config, load_config
-from .errors import VaelabError
-from .registry import EXPERIMENTS
-from .training import CHECKPOINT
+from vaelab import __version__
+
+from .errors import ConfigError, VaelabError, closest
+
+# the names `vaelab run` takes, known without importing the recipes
+# (tests/test_bad_invocations.py keeps it equal to the EXPERIMENTS registry)
+RECIPES = (
+    "demo",
+    "disentanglement",
+    "gmm-toy",
+    "groundtruth",
+    "rd-study",
+    "semhash",
+    "semhash-table",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,11 +49,52 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (the run goes on)."""
+    print(f"vaelab: warning: {message}", file=sys.stderr)
+
+
+def _config(path: str | None, overrides: list[str], cls: type | None = None) -> dict:
+    """The config mapping of `path` and `--set` overrides, its keys, types and ranges checked
+    against `cls` (default: `Config`) — without torch or the registries (that is
+    `config.from_dict`, once the run directory is checked too)."""
+    from .config import Config, check_fields, config_mapping
+
+    mapping = config_mapping(path, overrides)
+    check_fields(cls or Config, mapping)
+    return mapping
+
+
+def writable_dir(path: str | Path, what: str = "run directory") -> Path:
+    """`path` as a directory that exists or can be made, and is writable; else one line.
+    Nothing is created (a probe file in the nearest existing folder is removed at once)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a file, not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {str(path)!r}: {str(existing)!r} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not writable (cannot create a file in "
+            f"{str(existing)!r}: {exc.strerror})"
+        ) from None
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config, from_dict
+
+    mapping = _config(args.config, args.overrides)
+    run_dir = writable_dir(args.run_dir or Path("runs") / Path(args.config).stem)
+    cfg = from_dict(Config, mapping)
     from .runs import train_run
 
-    cfg = load_config(args.config, args.overrides, Config)
-    run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     run = train_run(cfg, run_dir)
     if int(os.environ.get("RANK", "0")) == 0:  # one report under torchrun
         _print_metrics(run.state.last_test)
@@ -49,18 +104,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _existing_run(args: argparse.Namespace):
     """The trained run named by `args.run_dir`, on `args.device`."""
+    run_dir = _existing_dir(args.run_dir)
     from .runs import load_run
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise VaelabError(f"run directory {str(run_dir)!r} does not exist")
     return load_run(run_dir, device=args.device)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .runs import write_run_report
+def _existing_dir(path: str, what: str = "run directory") -> Path:
+    """`path` when it is an existing directory; else one line saying what it is."""
+    path = Path(path)
+    if not path.exists():
+        raise VaelabError(f"{what} {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise VaelabError(f"{what} {str(path)!r} is a file, not a directory")
+    return path
 
+
+def cmd_eval(args: argparse.Namespace) -> int:
     run = _existing_run(args)
+    from .runs import require_finite, write_run_report
+
     run_dir = run.run_dir
     _print_metrics(write_run_report(run))
     print(f"wrote {run_dir / 'eval.json'}, report.md and figures")
@@ -71,6 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_log_likelihood(
             run.model, run.test_data, method=args.loglik, k=args.k, examples=args.examples
         )
+        require_finite(result, f"{args.loglik} log-likelihood of {run_dir}")
         write_json(run_dir / f"loglik_{args.loglik}.json", result)
         print(
             f"{args.loglik} log-likelihood (k = {args.k}, {result['examples']} test examples): "
@@ -80,15 +144,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_rd(args: argparse.Namespace) -> int:
+    """RD points of every run below RUN_DIR; a run that cannot be read or measured is
+    skipped with a warning line, the others are reported."""
+    root = _existing_dir(args.run_dir)
     from .evaluation.rate_distortion import log_grid, rd_points, regime_of, write_rd
     from .runs import load_runs
+    from .training import CHECKPOINT
 
-    root = Path(args.run_dir)
-    if not root.is_dir():
-        raise VaelabError(f"run directory {str(root)!r} does not exist")
-    runs = load_runs(root, device=args.device)
+    skipped = lambda run_dir, exc: warn(f"skipped {str(run_dir)!r}: {exc}")
+    runs = load_runs(root, device=args.device, on_error=skipped)
     if not runs:
-        raise VaelabError(f"no trained run (no {CHECKPOINT}) in or below {str(root)!r}")
+        raise VaelabError(f"no readable trained run (no {CHECKPOINT}) in or below {str(root)!r}")
     betas = args.betas
     if not betas:  # the widest β range of the conditional runs, else the sweeps' own β
         ranges = [r.config.model.beta_range for r in runs if r.model.conditional]
@@ -97,7 +163,12 @@ def cmd_rd(args: argparse.Namespace) -> int:
     points = []
     for run in runs:
         name = str(run.run_dir.relative_to(root)) if run.run_dir != root else run.run_dir.name
-        points += rd_points(run.model, run.test_data, betas, regime_of(run.config.model), name)
+        try:
+            points += rd_points(run.model, run.test_data, betas, regime_of(run.config.model), name)
+        except VaelabError as exc:
+            skipped(run.run_dir, exc)
+    if not points:
+        raise VaelabError(f"no run below {str(root)!r} could be measured")
     write_rd(root, points)
     for p in points:
         print(
@@ -153,21 +224,31 @@ def _non_negative_float(text: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    exp = EXPERIMENTS.get(args.experiment)
-    cfg = load_config(args.config, args.overrides, exp.config_cls)
-    run_dir = Path(args.run_dir or Path("runs") / exp.name)
+    name = args.experiment
+    if name not in RECIPES:
+        raise ConfigError(
+            f"unknown experiment {name!r}{closest(name, RECIPES)}; known: {', '.join(RECIPES)}"
+        )
+
+    from .config import config_mapping, from_dict
+
+    config_mapping(args.config, args.overrides)  # file and --set syntax, before the recipes
+    from .registry import EXPERIMENTS
+
+    exp = EXPERIMENTS.get(name)
+    mapping = _config(args.config, args.overrides, exp.config_cls)
+    run_dir = writable_dir(args.run_dir or Path("runs") / name)
+    cfg = from_dict(exp.config_cls, mapping)
     exp.run(cfg, run_dir)
     print(f"report: {run_dir / 'report.md'}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .config import apply_override, parse_override, read_mapping
+    base = _config(args.config, args.overrides)
+    run_dir = writable_dir(args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
     from .sweeps import TRAIN, SweepOptions, grid_cells, parse_grid, parse_seeds, run_sweep
 
-    base = read_mapping(args.config)
-    for text in args.overrides:
-        apply_override(base, *parse_override(text))
     grid = dict(parse_grid(text) for text in args.grid)
     if len(grid) < len(args.grid):
         raise VaelabError("--grid: a key is given twice; give each key once with all its values")
@@ -180,7 +261,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         in_process=args.in_process,
     )
     cells = grid_cells(TRAIN, base, grid, seeds)
-    run_dir = Path(args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
     records = run_sweep(cells, run_dir, TRAIN, options)
     failed = sum(r["status"] != "done" for r in records)
     print(f"{len(records) - failed} of {len(records)} cells done; table: {run_dir / 'sweep.md'}")
@@ -188,12 +268,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
+    run_dir = _existing_dir(args.run_dir, "sweep directory")
+    from .files import read_json
     from .sweeps import write_sweep_report
     from .sweeps.table import SPEC
 
-    run_dir = Path(args.run_dir)
     if not (run_dir / SPEC).is_file():
         raise VaelabError(f"{str(run_dir)!r} holds no sweep ({SPEC}); run `vaelab sweep` first")
+    try:
+        spec = read_json(run_dir / SPEC)
+    except (OSError, ValueError):
+        spec = None
+    if not isinstance(spec, dict) or not all(
+        isinstance(spec.get(k), list) for k in ("cells", "dirs", "points", "seeds")
+    ):
+        raise VaelabError(
+            f"{str(run_dir / SPEC)!r} is not a sweep spec written by `vaelab sweep` (corrupt?); "
+            "run the sweep again to rewrite it"
+        )
     write_sweep_report(run_dir)
     print(f"table: {run_dir / 'sweep.md'}")
     return 0
@@ -210,6 +302,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaelab", description="Variational autoencoders done carefully.")
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser(
@@ -249,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser("run", help="run a named experiment (recipe)")
-    p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS.names())}")
+    p.add_argument("experiment", help=f"one of: {', '.join(RECIPES)}")
     p.add_argument("config", nargs="?", help="optional config file for the experiment's settings")
     p.add_argument("--run-dir", help="run directory (default: runs/<experiment>)")
     _add_overrides(p)

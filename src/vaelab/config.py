@@ -1,8 +1,16 @@
 """Typed run configuration: dataclasses loaded from TOML, YAML or JSON, with overrides.
 
 Every field is checked for its type and range when loaded; unknown keys and names fail with
-one line that names the key and suggests the closest valid one. The resolved config is stored
-next to the weights of every run, so a checkpoint always says how it was made.
+one line that names the key and suggests the closest valid one. Loading checks in two passes:
+keys, types and ranges first, without importing torch or anything that fills a registry (so
+a bad config is answered at once), then registered names and the combinations of
+`ModelConfig`. The resolved config is stored next to the weights of every run, so a
+checkpoint always says how it was made.
+
+Field constraints: `at_least(low)` / `one_of(choices)` on a field, and two rules by name that
+every config (recipes' too) gets: a field named `seed`, `seeds` or `*_seed` holds seeds, in
+[0, 2^63); one named `sigma` or `*_sigma` is a standard deviation whose square must be a
+normal finite float32. Every integer must fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -13,15 +21,13 @@ import math
 import sys
 import types
 import typing
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
-from . import distributions, estimators, networks  # noqa: F401  (fill the registries it checks)
-from .distributions.log_uniform import PER_EXAMPLE
-from .distributions.multinomial import CONVENTIONS
 from .errors import ConfigError, closest
 from .registry import (
     CONDITIONING,
@@ -43,13 +49,34 @@ else:  # pragma: no cover
 
 # --- field constraints ---------------------------------------------------------------------
 
+INT64 = 2**63  # integers in [-2^63, 2^63): what torch and numpy take
+SEED_RANGE = (0, INT64)  # torch.manual_seed and numpy's generators take [0, 2^63)
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # smallest normal float32
+SIGMA_RANGE = (math.sqrt(FLOAT32_TINY), math.sqrt(FLOAT32_MAX))  # σ² a normal float32
+
 
 def at_least(low: float, *, strict: bool = False, **kw: Any) -> Any:
+    """A number (or list of numbers) ≥ `low` (> `low` when `strict`)."""
     return field(metadata={"min": low, "strict": strict}, **kw)
 
 
-def one_of(choices: tuple[str, ...] | Registry, **kw: Any) -> Any:
+def one_of(choices: Collection[str] | Registry | Callable[[], Collection[str]], **kw: Any) -> Any:
+    """A name from `choices`: a tuple, a registry, or a function giving them (called when
+    the name is checked, for choices defined where torch lives)."""
     return field(metadata={"choices": choices}, **kw)
+
+
+def _per_example() -> tuple[str, ...]:
+    from .distributions.log_uniform import PER_EXAMPLE
+
+    return tuple(PER_EXAMPLE)
+
+
+def _conventions() -> tuple[str, ...]:
+    from .distributions.multinomial import CONVENTIONS
+
+    return CONVENTIONS
 
 
 @dataclass
@@ -79,7 +106,7 @@ class ModelConfig:
     sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")
     sigma: float = at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
     log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
-    multinomial_convention: str = one_of(CONVENTIONS, default="saturated")  # word-count NLL
+    multinomial_convention: str = one_of(_conventions, default="saturated")  # word-count NLL
     posterior: str = one_of(POSTERIORS, default="diagonal-gaussian")
     prior: str = one_of(PRIORS, default="standard-normal")
     beta: float = at_least(0.0, default=1.0)  # weight of the rate only (β-conditional: at eval)
@@ -88,7 +115,7 @@ class ModelConfig:
     # β-conditional VAE (DESIGN §1b): log β ~ U[log a, log b], networks modulated by log β
     conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
-    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="minibatch")
+    beta_sampling: str = one_of(_per_example, default="minibatch")
 
     def __post_init__(self):
         for name in ("hidden", "channels"):
@@ -104,6 +131,8 @@ class ModelConfig:
     def _check_combination(self) -> None:
         """Refuse combinations that would change meaning silently, by the registered
         objects' capability flags."""
+        from .distributions.log_uniform import PER_EXAMPLE
+
         posterior = POSTERIORS.get(self.posterior)
         estimator = ESTIMATORS.get(self.estimator)
         sigma_mode = SIGMA_MODES.get(self.sigma_mode)
@@ -186,19 +215,29 @@ class Config:
 def read_mapping(path: str | Path) -> dict[str, Any]:
     """Read a TOML, YAML or JSON file into a dict, with one-line errors."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"config path {str(path)!r} is a directory, not a config file")
+    if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config path {str(path)!r} is not a regular file")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {str(path)!r}: use .toml, .yaml, .yml or .json")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if suffix == ".toml":
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml", ".json"):
-            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
         else:
-            raise ConfigError(f"config file {str(path)!r}: use .toml, .yaml, .yml or .json")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        detail = " ".join(str(exc).split())
+            data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
+        detail = " ".join(str(exc).split())[:200]
         raise ConfigError(f"config file {str(path)!r} is malformed: {detail}") from None
     if data is None:
         data = {}
@@ -212,11 +251,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.beta=4")
+    keys = [part.strip() for part in key.split(".")]
+    if not all(keys):
+        raise ConfigError(f"--set {text!r}: the key {key.strip()!r} has an empty part")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return keys, value
 
 
 def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -229,21 +271,39 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def config_mapping(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
+    """The mapping of a config file (optional) with ``key=value`` overrides applied."""
+    data = read_mapping(path) if path is not None else {}
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    return data
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] = (), cls: type = Config
 ) -> Any:
     """Build a typed config from a file (optional) and ``key=value`` overrides."""
-    data = read_mapping(path) if path is not None else {}
-    for text in overrides:
-        apply_override(data, *parse_override(text))
-    return from_dict(cls, data)
+    return from_dict(cls, config_mapping(path, overrides))
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Instantiate dataclass `cls` from a mapping, checking keys, types and ranges."""
+    """Instantiate dataclass `cls` from a mapping, checking keys, types and ranges (all of
+    them, before any registry is consulted), then names and combinations."""
+    check_fields(cls, data, where)
+    return _read(cls, data, where, build=True)
+
+
+def check_fields(cls: type, data: Any, where: str = "") -> None:
+    """The first pass of `from_dict`: unknown keys, types and ranges, without registries
+    (nothing heavier than this module is imported)."""
+    _read(cls, data, where, build=False)
+
+
+def _read(cls: type, data: Any, where: str, build: bool) -> Any:
+    """`cls` built from `data` (`build`), else only checked without registered names."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a section (mapping), got {_show(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
             raise ConfigError(
@@ -254,27 +314,27 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     values = {}
     for name, value in data.items():
         key = _join(where, name)
-        value = _coerce(hints[name], value, key)
-        _check_constraints(fields[name], value, key)
+        value = _coerce(hints[name], value, key, build)
+        _check_constraints(fields[name], value, key, names=build)
         values[name] = value
-    return cls(**values)
+    return cls(**values) if build else values
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, build: bool) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, key)
+        return _read(hint, value, key, build)
     if origin in (Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
         (inner,) = [t for t in options if t is not type(None)]
-        return _coerce(inner, value, key)
+        return _coerce(inner, value, key, build)
     if origin is list:
         (inner,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list of {inner.__name__}, got {_show(value)}")
-        return [_coerce(inner, item, f"{key}[{i}]") for i, item in enumerate(value)]
+        return [_coerce(inner, item, f"{key}[{i}]", build) for i, item in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -297,7 +357,10 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            return math.inf
     if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
         try:
             return float(value)
@@ -306,23 +369,56 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-def _check_constraints(f: dataclasses.Field, value: Any, key: str) -> None:
+def _check_constraints(f: dataclasses.Field, value: Any, key: str, names: bool) -> None:
+    """`f`'s range and naming rules on `value`; registered names only when `names`."""
     if value is None:
         return
+    numbers = [v for v in (value if isinstance(value, list) else [value]) if _is_number(v)]
     low = f.metadata.get("min")
     if low is not None:
         strict = f.metadata.get("strict", False)
-        if value < low or (strict and value == low):
-            relation = ">" if strict else "≥"
-            raise ConfigError(f"{key}: must be {relation} {low:g}, got {value!r}")
+        for number in numbers:
+            if number < low or (strict and number == low):
+                relation = ">" if strict else "≥"
+                raise ConfigError(f"{key}: must be {relation} {low:g}, got {value!r}")
+    if f.name in ("seed", "seeds") or f.name.endswith("_seed"):
+        _check_range(key, value, numbers, SEED_RANGE, "seeds must lie in [0, 2^63)")
+    if f.name == "sigma" or f.name.endswith("_sigma"):
+        floats = [v for v in numbers if isinstance(v, float)]
+        low, high = SIGMA_RANGE
+        why = f"σ² must be a normal float32, so σ must lie in [{low:.3g}, {high:.3g}]"
+        _check_range(key, value, floats, SIGMA_RANGE, why, closed=True)
+    ints = [v for v in numbers if isinstance(v, int)]
+    _check_range(key, value, ints, (-INT64, INT64), "integers must fit in 64 bits")
     choices = f.metadata.get("choices")
-    if choices is not None and value not in choices:
+    if choices is None or isinstance(value, list):
+        return
+    if isinstance(choices, Registry) or callable(choices):
+        if not names:
+            return  # registered names: in the second pass
         if isinstance(choices, Registry):
-            raise ConfigError(f"{key}: {choices.unknown(value)}")
+            if value not in choices:
+                raise ConfigError(f"{key}: {choices.unknown(value)}")
+            return
+        choices = choices()
+    if value not in choices:
         raise ConfigError(
             f"{key}: unknown value {value!r}{closest(value, choices)}; "
             f"choose one of: {', '.join(choices)}"
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_range(
+    key: str, value: Any, numbers: list, bounds: tuple, why: str, closed: bool = False
+) -> None:
+    low, high = bounds
+    for number in numbers:
+        if not (low <= number <= high if closed else low <= number < high):
+            raise ConfigError(f"{key}: {why}; got {value!r}")
 
 
 def _join(where: str, name: str) -> str:

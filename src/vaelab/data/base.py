@@ -48,6 +48,12 @@ class ImageData:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
 
+    @property
+    def binary(self) -> bool:
+        """Every pixel is 0 or 1 (uint8: 0 or 255)."""
+        on = 255 if self.images.dtype == torch.uint8 else 1
+        return bool(((self.images == 0) | (self.images == on)).all())
+
     def subset(self, index: Tensor | slice) -> ImageData:
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return ImageData(
@@ -99,6 +105,10 @@ def check_images(images: Tensor, source: str) -> None:
         raise DataError(f"{source}: expected images [N, C, H, W], got {shape}")
     if len(images) == 0:
         raise DataError(f"{source}: the data set is empty")
+    if images[0].numel() == 0:
+        raise DataError(
+            f"{source}: the images are of zero size ({'×'.join(map(str, images.shape[1:]))})"
+        )
     if images.dtype == torch.uint8:
         return
     if not images.is_floating_point():

@@ -119,6 +119,11 @@ class BowData:
         return self.values.device
 
     @property
+    def binary(self) -> bool:
+        """Every count is 0 or 1."""
+        return bool(((self.values == 0) | (self.values == 1)).all())
+
+    @property
     def counts(self) -> Tensor:
         """All counts as a torch sparse CSR tensor [N, V] (sharing memory with the arrays)."""
         return torch.sparse_csr_tensor(

@@ -188,8 +188,12 @@ def packed_images() -> np.ndarray:
         raise DataError(
             f"dsprites: unreadable cache {path} ({exc}); delete it to regenerate"
         ) from None
-    if bits.shape != (NUM_IMAGES, IMAGE_SIZE * IMAGE_SIZE // 8) or bits.dtype != np.uint8:
-        raise DataError(f"dsprites: cache {path} has the wrong shape; delete it to regenerate")
+    expected = (NUM_IMAGES, IMAGE_SIZE * IMAGE_SIZE // 8)
+    if not isinstance(bits, np.ndarray) or bits.shape != expected or bits.dtype != np.uint8:
+        raise DataError(
+            f"dsprites: cache {path} is not a dSprites cache (wrong type or shape); "
+            "delete it to regenerate"
+        )
     return bits
 
 

@@ -8,6 +8,7 @@ uint32; then the values, big-endian, row-major.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -48,7 +49,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: corrupt IDX file (header for {ndim} dimensions is cut off)")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(data) != expected:
         raise DataError(
             f"{path}: corrupt IDX file ({len(data)} bytes, dims {list(dims)} need {expected})"

@@ -35,7 +35,9 @@ class Likelihood(nn.Module):
     - `needs_condition`: forward needs ℓ (standardised log β) of a β-conditional model;
     - `family`: the exponential family of p(x|z) (`natural_parameters` is then defined), or
       None;
-    - `can_sample`: `sample` needs nothing but the decoder output.
+    - `can_sample`: `sample` needs nothing but the decoder output;
+    - `binary_data`: p(x|z) is a distribution over binary data only (x ∈ {0, 1}ᴰ), so
+      training on other data is refused.
 
     Construction: `from_config(data_shape, model_config)` reads only the fields named in the
     class's `config_fields` (constructor argument → `ModelConfig` field).
@@ -46,6 +48,7 @@ class Likelihood(nn.Module):
     needs_condition: ClassVar[bool] = False
     family: ClassVar[ExponentialFamily | None] = None
     can_sample: ClassVar[bool] = True
+    binary_data: ClassVar[bool] = False
     config_fields: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, data_shape: tuple[int, ...]):

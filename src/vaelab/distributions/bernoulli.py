@@ -19,6 +19,7 @@ class BernoulliLikelihood(Likelihood):
     """−log p(x|z) = Σ_d BCE(ℓ_d, x_d); the decoder outputs logits ℓ."""
 
     family = BernoulliEF()
+    binary_data = True
 
     def mean(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output)

@@ -61,6 +61,18 @@ def tied_encoder_fit(nu: Tensor, g: Tensor, decoder_coef: Tensor) -> AffineFit:
     return AffineFit(decoder_coef.T.double(), b, residual, rms)
 
 
+def check_overdetermined(features: Tensor, fit: str, rows: str) -> None:
+    """One line when an affine fit on `features` [N, P] has no more rows than parameters per
+    output (P + 1): its residual would be 0 whatever the model, a fit that says nothing."""
+    n, parameters = features.shape[0], features.shape[1] + 1
+    if n <= parameters:
+        raise VaelabError(
+            f"consistency: the affine fit of the {fit} has {parameters} parameters per output "
+            f"but only {n} {rows}, so it would be exact whatever the model"
+            + (f"; use more than {parameters} examples (--examples)" if rows == "examples" else "")
+        )
+
+
 @torch.no_grad()
 def consistency(model, x: Tensor, max_codes: int = 4096) -> dict[str, float]:
     """Residuals of the nearest harmonium on data x [N, *data] and, when the codes are
@@ -92,11 +104,12 @@ def consistency(model, x: Tensor, max_codes: int = 4096) -> dict[str, float]:
     else:  # codes drawn from the encoder: the aggregated posterior
         codes = q.draw(1)[0]
         weights = None
-    f = model.likelihood.natural_parameters(model.decode(codes))
-    decoder = affine_fit(
-        q.sufficient_statistics(codes).cpu(), f.cpu(), None if weights is None else weights.cpu()
-    )
+    psi = q.sufficient_statistics(codes).cpu()
     nu = model.likelihood.family.sufficient_statistics(x.flatten(1)).cpu()
+    check_overdetermined(psi, "decoder", "latent codes" if enumerable else "examples")
+    check_overdetermined(nu, "encoder", "examples")
+    f = model.likelihood.natural_parameters(model.decode(codes))
+    decoder = affine_fit(psi, f.cpu(), None if weights is None else weights.cpu())
     g = q.natural_parameters.cpu()
     encoder = affine_fit(nu, g)
     tied = tied_encoder_fit(nu, g, decoder.coef)
