@@ -187,8 +187,13 @@ def restore_nonfinite(obj: Any) -> Any:
 
 
 def _is_reason(obj: dict, key: str) -> bool:
-    base = key[: -len(NONFINITE)]
-    return key.endswith(NONFINITE) and base in obj and isinstance(obj[key], str | dict)
+    """Whether `obj[key]` is the reason `strict_json` wrote beside a null (or a list)."""
+    if not key.endswith(NONFINITE) or key[: -len(NONFINITE)] not in obj:
+        return False
+    value, reason = obj[key[: -len(NONFINITE)]], obj[key]
+    return (isinstance(reason, str) and value is None) or (
+        isinstance(reason, dict) and isinstance(value, list)
+    )
 
 
 def _plain(obj: Any) -> Any:
