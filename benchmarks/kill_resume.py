@@ -29,8 +29,9 @@ assumed. Compared with the reference when the run has finished: every model tens
 (`torch.equal`; the optimiser state too), metrics.jsonl record by record without the
 wall-clock `seconds`, eval.json, latents.json, report.md, and the temporary files left in
 the run directory. A kill counts as resumed when the next invocation of the command ran
-without error (it finished, or was itself killed at its aimed moment). Output: benchmarks/results/kill_resume.json (via vaelab.files.write_json)
-with the counts, the goal (every count = kills, tmp_files_left = 0) and every kill's details.
+without error (it finished, or was itself killed at its aimed moment). Output:
+benchmarks/results/kill_resume.json (via vaelab.files.write_json) with the counts, the goal
+(every count = kills, tmp_files_left = 0) and every kill's details.
 """
 
 from __future__ import annotations
