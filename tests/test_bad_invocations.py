@@ -546,7 +546,7 @@ CASES = (
         ("eval weights that do not fit", "eval {mismatch_run}", "weights do not fit"),
         ("eval data missing", "eval {nodata_run}", "IDX files not found"),
         ("eval non-finite test loss", "eval {nan_run}", "is not finite"),
-        ("eval unknown device", "eval {run} --device gpu", "unknown device 'gpu'"),
+        ("eval unknown device", "eval {run} --device gpu", "--device: unknown device 'gpu'"),
         ("eval a sweep folder", "eval {sweep_corrupt}", "holds no checkpoint"),
         # consistency
         ("consistency missing run", "consistency {missing}", "does not exist"),
@@ -558,13 +558,17 @@ CASES = (
             "consistency {run} --examples 50",
             "parameters per output but only 50",
         ),
-        ("consistency unknown device", "consistency {run} --device tpu", "unknown device 'tpu'"),
+        (
+            "consistency unknown device",
+            "consistency {run} --device tpu",
+            "--device: unknown device 'tpu'",
+        ),
         # rd
         ("rd missing folder", "rd {missing}", "does not exist"),
         ("rd a file", "rd {a_file}", "is a file, not a directory"),
         ("rd folder without runs", "rd {empty_dir}", "no readable trained run"),
         ("rd only a broken run", "rd {rd_broken}", "no readable trained run"),
-        ("rd unknown device", "rd {run} --device gpu", "unknown device 'gpu'"),
+        ("rd unknown device", "rd {run} --device gpu", "--device: unknown device 'gpu'"),
         # sweep
         ("sweep config missing", "sweep {missing}", "does not exist"),
         ("sweep config malformed", "sweep {bad_toml}", "malformed"),

@@ -54,14 +54,14 @@ def warn(message: str) -> None:
     print(f"vaelab: warning: {message}", file=sys.stderr)
 
 
-def _config(path: str | None, overrides: list[str], cls: type | None = None) -> dict:
-    """The config mapping of `path` and `--set` overrides, its keys, types and ranges checked
-    against `cls` (default: `Config`) — without torch or the registries (that is
-    `config.from_dict`, once the run directory is checked too)."""
+def _config(path: str | None, overrides: list[str]) -> dict:
+    """The mapping of config file `path` and `--set` overrides, its keys, types and ranges
+    checked against `Config` without torch or the registries (names and combinations are
+    `config.from_dict`'s, once the run directory is checked too)."""
     from .config import Config, check_fields, config_mapping
 
     mapping = config_mapping(path, overrides)
-    check_fields(cls or Config, mapping)
+    check_fields(Config, mapping)
     return mapping
 
 
@@ -107,7 +107,18 @@ def _existing_run(args: argparse.Namespace):
     run_dir = _existing_dir(args.run_dir)
     from .runs import load_run
 
-    return load_run(run_dir, device=args.device)
+    return load_run(run_dir, device=_device(args.device))
+
+
+def _device(name: str) -> str:
+    """`--device` checked once, before any run is loaded, in a line that names the flag."""
+    from .training.distributed import resolve_device
+
+    try:
+        resolve_device(name)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {str(exc).removeprefix('train.device: ')}") from None
+    return name
 
 
 def _existing_dir(path: str, what: str = "run directory") -> Path:
@@ -152,7 +163,7 @@ def cmd_rd(args: argparse.Namespace) -> int:
     from .training import CHECKPOINT
 
     skipped = lambda run_dir, exc: warn(f"skipped {str(run_dir)!r}: {exc}")
-    runs = load_runs(root, device=args.device, on_error=skipped)
+    runs = load_runs(root, device=_device(args.device), on_error=skipped)
     if not runs:
         raise VaelabError(f"no readable trained run (no {CHECKPOINT}) in or below {str(root)!r}")
     betas = args.betas
@@ -230,13 +241,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"unknown experiment {name!r}{closest(name, RECIPES)}; known: {', '.join(RECIPES)}"
         )
 
-    from .config import config_mapping, from_dict
+    from .config import check_fields, config_mapping, from_dict
 
-    config_mapping(args.config, args.overrides)  # file and --set syntax, before the recipes
+    mapping = config_mapping(args.config, args.overrides)  # file and --set, before the recipes
     from .registry import EXPERIMENTS
 
     exp = EXPERIMENTS.get(name)
-    mapping = _config(args.config, args.overrides, exp.config_cls)
+    check_fields(exp.config_cls, mapping)
     run_dir = writable_dir(args.run_dir or Path("runs") / name)
     cfg = from_dict(exp.config_cls, mapping)
     exp.run(cfg, run_dir)
