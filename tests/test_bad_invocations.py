@@ -459,7 +459,7 @@ CASES = (
         (
             "IDX path is a file",
             f"{S} data.name=mnist --set data.path={{a_file}}",
-            "IDX files not found",
+            "(a file, not a folder)",
         ),
         ("IDX zero-size images", f"{S} data.name=mnist --set data.path={{idx_zero}}", "zero size"),
         ("IDX truncated", f"{S} data.name=mnist --set data.path={{idx_trunc}}", "corrupt IDX"),
@@ -544,7 +544,7 @@ CASES = (
         ("eval stored bad value", "eval {badvalue_run}", "stores an invalid config: train.seed"),
         ("eval stored no config", "eval {noconfig_run}", "stores an invalid config"),
         ("eval weights that do not fit", "eval {mismatch_run}", "weights do not fit"),
-        ("eval data missing", "eval {nodata_run}", "IDX files not found"),
+        ("eval data missing", "eval {nodata_run}", "(no such folder)"),
         ("eval non-finite test loss", "eval {nan_run}", "is not finite"),
         ("eval unknown device", "eval {run} --device gpu", "--device: unknown device 'gpu'"),
         ("eval a sweep folder", "eval {sweep_corrupt}", "holds no checkpoint"),

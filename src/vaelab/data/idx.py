@@ -87,7 +87,9 @@ def idx_folder(name: str, env: str, cfg: DataConfig, system_dir: str) -> Path:
         found = sum(find_idx(folder, stem) is not None for stem in stems)
         if found == len(stems):
             return None
-        return "no such folder" if not folder.is_dir() else f"{found} of {len(stems)} files"
+        if folder.is_dir():
+            return f"{found} of {len(stems)} files"
+        return "a file, not a folder" if folder.exists() else "no such folder"
 
     folder, report = first_place(places, why_not)
     if folder is not None:
