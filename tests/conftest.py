@@ -4,8 +4,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import vaelab  # noqa: F401  (fill the registries)
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"  # tests may read it; the product never does
 
