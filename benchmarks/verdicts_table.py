@@ -50,8 +50,7 @@ def main() -> None:
             counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
         seeds = results.get("seeds")
         sections.append(
-            f"## {recipe} — `{name}`, seeds {seeds}\n\n"
-            + markdown_table(*verdict_table(verdicts))
+            f"## {recipe} — `{name}`, seeds {seeds}\n\n" + markdown_table(*verdict_table(verdicts))
         )
     tally = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     text = "\n\n".join(
