@@ -175,3 +175,15 @@ def test_a_likelihood_written_in_one_class_trains_and_reports_through_the_contra
     run = train_run(cfg, tmp_path / "laplace")
     assert math.isfinite(run.state.last_test["negative_elbo"])
     assert "scale = " in (tmp_path / "laplace" / "report.md").read_text()
+
+
+def test_every_registry_declares_exactly_the_names_its_package_registers():
+    """Configs check names against the declarations before torch is imported: a name added
+    to a package without its declaration (or the reverse) would be refused (or accepted) by
+    the first pass and not by the second."""
+    from vaelab import registry
+
+    registries = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
+    assert len(registries) == 10
+    for r in registries:
+        assert r.declared and sorted(r.declared) == r.names(), r.kind

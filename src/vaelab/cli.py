@@ -18,18 +18,9 @@ from pathlib import Path
 from vaelab import __version__
 
 from .errors import ConfigError, VaelabError, closest
+from .registry import EXPERIMENTS
 
-# the names `vaelab run` takes, known without importing the recipes
-# (tests/test_bad_invocations.py keeps it equal to the EXPERIMENTS registry)
-RECIPES = (
-    "demo",
-    "disentanglement",
-    "gmm-toy",
-    "groundtruth",
-    "rd-study",
-    "semhash",
-    "semhash-table",
-)
+RECIPES = tuple(EXPERIMENTS.declared_names())  # `vaelab run NAME`, known without importing them
 
 
 class _Parser(argparse.ArgumentParser):

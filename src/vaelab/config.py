@@ -2,9 +2,10 @@
 
 Every field is checked for its type and range when loaded; unknown keys and names fail with
 one line that names the key and suggests the closest valid one. Loading checks in two passes:
-keys, types and ranges first, without importing torch or anything that fills a registry (so
-a bad config is answered at once), then registered names and the combinations of
-`ModelConfig`. The resolved config is stored next to the weights of every run, so a
+keys, types, ranges and the registries' declared names first, without importing torch or
+anything that fills a registry (so a bad config is answered at once), then the registered
+names and the combinations of `ModelConfig`, which ask registered objects for their
+capabilities. The resolved config is stored next to the weights of every run, so a
 checkpoint always says how it was made.
 
 Field constraints: `at_least(low)` / `one_of(choices)` on a field, and two rules by name that
@@ -393,13 +394,14 @@ def _check_constraints(f: dataclasses.Field, value: Any, key: str, names: bool) 
     choices = f.metadata.get("choices")
     if choices is None or isinstance(value, list):
         return
-    if isinstance(choices, Registry) or callable(choices):
+    if isinstance(choices, Registry):  # first pass: its declared names, without filling it
+        known = choices.names() if names else choices.declared_names()
+        if value not in known:
+            raise ConfigError(f"{key}: {choices.unknown(value, known)}")
+        return
+    if callable(choices):
         if not names:
-            return  # registered names: in the second pass
-        if isinstance(choices, Registry):
-            if value not in choices:
-                raise ConfigError(f"{key}: {choices.unknown(value)}")
-            return
+            return  # choices defined where torch lives: in the second pass
         choices = choices()
     if value not in choices:
         raise ConfigError(

@@ -2,7 +2,10 @@
 
 All registries live here so that configs can validate names without importing the modules
 that fill them: each registry names the package whose modules register into it and imports
-that package on its first lookup (so `vaelab --help` or a config error needs no torch).
+that package on its first lookup (so `vaelab --help` or a config error needs no torch) —
+and declares the names that package registers, so that a config's names are checked without
+importing it (`declared_names`; `tests/test_contracts.py` keeps each declaration equal to what
+its package registers).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection of constructors; unknown names fail with a suggestion."""
 
-    def __init__(self, kind: str, filled_by: str | None = None):
+    def __init__(self, kind: str, filled_by: str | None = None, declared: tuple[str, ...] = ()):
         """`filled_by`: the package (e.g. 'vaelab.data') whose import registers the entries;
-        imported on the first lookup, never by `register`."""
+        imported on the first lookup, never by `register`. `declared`: the names it
+        registers."""
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._filled_by = filled_by
+        self.declared = declared
 
     def _filled(self) -> dict[str, T]:
         if self._filled_by is not None:
@@ -53,11 +58,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise ConfigError(self.unknown(name)) from None
 
-    def unknown(self, name: str) -> str:
-        return (
-            f"unknown {self.kind} {name!r}{closest(name, self._filled())}; "
-            f"known: {', '.join(self.names())}"
-        )
+    def unknown(self, name: str, known: list[str] | None = None) -> str:
+        """The message for an unknown `name`, against `known` (default: every registered)."""
+        known = self.names() if known is None else known
+        return f"unknown {self.kind} {name!r}{closest(name, known)}; known: {', '.join(known)}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._filled()
@@ -68,16 +72,44 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._filled())
 
+    def declared_names(self) -> list[str]:
+        """The names known without importing the filling package: those it declares and
+        any registered so far (a user's own, say)."""
+        return sorted(set(self.declared) | set(self._entries))
 
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset", "vaelab.data")
-NETWORKS: Registry[Callable[..., Any]] = Registry("network", "vaelab.networks")
-CONDITIONING: Registry[Callable[..., Any]] = Registry("conditioning", "vaelab.networks")
-LIKELIHOODS: Registry[Callable[..., Any]] = Registry("likelihood", "vaelab.distributions")
-SIGMA_MODES: Registry[Callable[..., Any]] = Registry("sigma mode", "vaelab.distributions")
-POSTERIORS: Registry[Callable[..., Any]] = Registry("posterior", "vaelab.distributions")
-PRIORS: Registry[Callable[..., Any]] = Registry("prior", "vaelab.distributions")
-ESTIMATORS: Registry[Callable[..., Any]] = Registry("gradient estimator", "vaelab.estimators")
-EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment", "vaelab.experiments")
+
+DATASETS: Registry[Callable[..., Any]] = Registry(
+    "dataset", "vaelab.data",
+    ("20newsgroups", "digits", "dsprites", "fashion-mnist", "image-folder", "mnist"),
+)  # fmt: skip
+NETWORKS: Registry[Callable[..., Any]] = Registry(
+    "network", "vaelab.networks", ("conv", "e1", "e2", "e3", "mlp")
+)
+CONDITIONING: Registry[Callable[..., Any]] = Registry(
+    "conditioning", "vaelab.networks", ("film", "gate")
+)
+LIKELIHOODS: Registry[Callable[..., Any]] = Registry(
+    "likelihood", "vaelab.distributions", ("bernoulli", "gaussian", "multinomial")
+)
+SIGMA_MODES: Registry[Callable[..., Any]] = Registry(
+    "sigma mode", "vaelab.distributions",
+    ("amortized", "fixed", "learned-beta", "learned-pixel", "learned-shared", "optimal-image",
+     "optimal-shared"),
+)  # fmt: skip
+POSTERIORS: Registry[Callable[..., Any]] = Registry(
+    "posterior", "vaelab.distributions", ("bernoulli", "diagonal-gaussian")
+)
+PRIORS: Registry[Callable[..., Any]] = Registry(
+    "prior", "vaelab.distributions", ("standard-normal", "uniform-bernoulli")
+)
+ESTIMATORS: Registry[Callable[..., Any]] = Registry(
+    "gradient estimator", "vaelab.estimators",
+    ("arm", "disarm", "exact", "gumbel-st", "reinforce", "reparameterization"),
+)  # fmt: skip
+EXPERIMENTS: Registry[Callable[..., Any]] = Registry(
+    "experiment", "vaelab.experiments",
+    ("demo", "disentanglement", "gmm-toy", "groundtruth", "rd-study", "semhash", "semhash-table"),
+)  # fmt: skip
 FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry(
-    "feature extractor", "vaelab.evaluation.feature_extractors"
+    "feature extractor", "vaelab.evaluation.feature_extractors", ("classifier", "inception")
 )
