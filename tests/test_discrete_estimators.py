@@ -250,3 +250,54 @@ def test_disarm_training_on_binarized_digits_lowers_the_exact_negative_elbo(tmp_
     # the codes carry information: only the estimator's encoder gradient can teach that
     # (the rate term alone pulls q towards the prior)
     assert after.rate.mean() > 0.2, after.rate.mean()
+
+
+VOCAB = 12
+
+
+def multinomial_problem():
+    """(model, counts x [INPUTS, VOCAB], logits) for the semantic-hashing likelihood: the
+    sparse multinomial formula in the estimators' forward and in exact enumeration's
+    `pairwise`, one empty document among the inputs."""
+    cfg = ModelConfig(
+        latent_dim=BITS, hidden=[16], posterior="bernoulli", prior="uniform-bernoulli",
+        estimator="exact", likelihood="multinomial",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_vae(cfg, (VOCAB,))
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(3.0)
+    x = torch.randint(0, 5, (INPUTS, VOCAB)) * (torch.rand(INPUTS, VOCAB) < 0.5)
+    x[1] = 0
+    return model, x.float(), 1.5 * torch.randn(INPUTS, BITS)
+
+
+def replicate(t, times):
+    return t.repeat(times, *(1,) * (t.dim() - 1))
+
+
+@pytest.mark.parametrize(("name", "samples"), [("arm", 1), ("arm", 3), ("disarm", 1), ("disarm", 3)])  # fmt: skip
+def test_multinomial_encoder_gradient_is_unbiased(name, samples):
+    model, x, logits = multinomial_problem()
+    exact_grad, _, _ = exact_gradients(model, x, logits)
+    assert exact_grad[0].abs().min() > 0  # the check is not of a vanishing gradient
+    terms, leaf = run(model, name, replicate(x, REPLICAS), replicate(logits, REPLICAS), samples)
+    (grad,) = torch.autograd.grad(terms.loss.sum(), leaf)
+    z = z_scores(grad.view(REPLICAS, INPUTS, BITS), exact_grad)
+    assert_unbiased(z, f"multinomial {name} S={samples} ∇ℓ")
+
+
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_multinomial_decoder_gradient_is_unbiased(name):
+    """One graph, differentiated once per group with retain_graph: the likelihood's backward
+    pass, which reuses its forward softmax in place, is called GROUPS times."""
+    model, x, logits = multinomial_problem()
+    _, exact_params, _ = exact_gradients(model, x, logits)
+    terms, _ = run(model, name, replicate(x, REPLICAS), replicate(logits, REPLICAS), 1)
+    per_group = terms.loss.view(GROUPS, -1).mean(1)
+    params = decoder_params(model)
+    grads = [torch.autograd.grad(g, params, retain_graph=True) for g in per_group]
+    estimates = torch.stack([torch.cat([t.flatten() for t in gs]) for gs in grads])
+    exact_value = torch.cat([t.flatten() for t in exact_params])
+    assert_unbiased(z_scores(estimates, exact_value), f"multinomial {name} decoder")
