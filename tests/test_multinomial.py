@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vaelab.distributions import multinomial
 from vaelab.distributions.multinomial import (
     CONVENTIONS,
     Counts,
@@ -14,6 +15,14 @@ from vaelab.distributions.multinomial import (
 )
 
 S, B, V = 3, 7, 40
+GATHERED_OR_DENSE = {"gathered": 2.0, "dense": 0.0}  # SPARSE_BELOW forcing either path
+
+
+@pytest.fixture(params=list(GATHERED_OR_DENSE))
+def path(request, monkeypatch):
+    """Run the test with x's non-zeros gathered, then with x used densely."""
+    monkeypatch.setattr(multinomial, "SPARSE_BELOW", GATHERED_OR_DENSE[request.param])
+    return request.param
 
 
 def counts(seed=0, b=B, v=V, dtype=torch.float64) -> torch.Tensor:
@@ -58,8 +67,9 @@ def test_dense_reference_is_the_multinomial_log_probability():
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize("shift", [0.0, 500.0, -500.0])
-def test_sparse_nll_equals_the_dense_formula_in_float64(convention, shift):
+def test_sparse_nll_equals_the_dense_formula_in_float64(convention, shift, path):
     x, out = counts(), logits(shift=shift)
+    assert Counts.from_dense(x).sparse == (path == "gathered")
     lik = MultinomialLikelihood((V,), convention)
     new = lik(x, out).nll_samples
     old = dense_nll(x, out, convention)
@@ -73,7 +83,7 @@ def test_sparse_nll_equals_the_dense_formula_in_float64(convention, shift):
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
-def test_pairwise_terms_equal_the_dense_formula(convention):
+def test_pairwise_terms_equal_the_dense_formula(convention, path):
     x, out = counts(), logits()[0].detach()  # K = 7 codes
     pair = MultinomialLikelihood((V,), convention).pairwise(x, out).nll_samples
     dense = dense_nll(x, out[:, None].expand(B, B, V), convention)
@@ -91,7 +101,7 @@ def test_conventions_differ_by_the_coefficient_and_the_saturated_term_exactly():
     assert saturated[2] == 0 and full[2] == 0
 
 
-def test_gradcheck_and_a_repeated_backward_with_retain_graph():
+def test_gradcheck_and_a_repeated_backward_with_retain_graph(path):
     """The backward pass turns the forward pass's softmax into the gradient in place; a second
     backward through the same graph (retain_graph) must recompute it, not reuse it."""
     x = counts(b=4, v=9)
@@ -107,7 +117,7 @@ def test_gradcheck_and_a_repeated_backward_with_retain_graph():
         torch.testing.assert_close(got, expected)
 
 
-def test_float32_at_the_size_of_a_semhash_batch():
+def test_float32_at_the_size_of_a_semhash_batch(path):
     """V = 10,000 words, ~70 non-zero per document, 20 codes: float32 results within
     round-off of the float64 definition (and no worse than the dense float32 formula)."""
     g = torch.Generator().manual_seed(0)
@@ -128,9 +138,26 @@ def test_float32_at_the_size_of_a_semhash_batch():
 
 
 def test_counts_hold_exactly_the_non_zero_entries():
-    x = counts(dtype=torch.float32)
+    x = torch.zeros(B, 400)
+    x[:, :40] = counts(dtype=torch.float32)  # 2.5 % non-zero: gathered
     c = Counts.from_dense(x)
-    dense = torch.zeros(B * V).index_put_((c.flat,), c.values).view(B, V)
+    assert c.sparse
+    dense = torch.zeros(B * 400).index_put_((c.flat,), c.values).view(B, 400)
     torch.testing.assert_close(dense, x, rtol=0, atol=0)
-    assert (c.values != 0).all() and (c.rows == c.flat // V).all()
+    assert (c.values != 0).all() and (c.rows == c.flat // 400).all()
     torch.testing.assert_close(c.lengths, x.sum(-1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_smoothed_counts_are_used_densely_and_equal_the_dense_formula(convention):
+    """Count smoothing adds a positive pseudo-count to every word: no entry is zero, so the
+    counts are not gathered; the value and gradient still follow the definition."""
+    f = torch.softmax(torch.randn(V, dtype=torch.float64), 0)  # one pseudo-word, spread
+    x, out = counts() + f, logits()
+    assert not Counts.from_dense(x).sparse
+    new = MultinomialLikelihood((V,), convention)(x, out).nll_samples
+    old = dense_nll(x, out, convention)
+    torch.testing.assert_close(new, old, rtol=1e-12, atol=1e-9)
+    (grad_new,) = torch.autograd.grad(new.sum(), out)
+    (grad_old,) = torch.autograd.grad(old.sum(), out)
+    torch.testing.assert_close(grad_new, grad_old)

@@ -42,38 +42,73 @@ from .reconstruction import Reconstruction
 CONVENTIONS = ("full", "no-coefficient", "saturated")
 
 
+SPARSE_BELOW = 1 / 16  # fraction of non-zero counts below which x is gathered, not dense
+
+
 @dataclass
 class Counts:
-    """The non-zero entries of count vectors x [N, V]: x.view(-1)[flat] = values, in row-major
-    order; `rows` = flat // V; `lengths` n = Σ_v x_v [N]. Sums over a row's entries are
-    accumulated in float64: a sequential float32 sum of ~70 words' terms into a running total
-    of ~2,000 nats would lose ~1e-3 nats (the dense formula's pairwise sum loses less)."""
+    """Count vectors x [N, V] as the NLL uses them: sparse — the non-zero entries,
+    x.view(-1)[flat] = values in row-major order, rows = flat // V — when fewer than
+    `SPARSE_BELOW` of the entries are non-zero (20 Newsgroups: ~0.7 %), else dense (values = x,
+    e.g. smoothed counts, where every entry is positive). `lengths` n = Σ_v x_v [N].
 
-    flat: Tensor  # int64 [nnz], increasing
-    rows: Tensor  # int64 [nnz], non-decreasing
-    values: Tensor  # [nnz], x's dtype
-    lengths: Tensor  # [N]
+    Sums over a row's entries are accumulated in float64: a sequential float32 sum of ~70
+    words' terms into a running total of ~2,000 nats would lose ~1e-3 nats."""
+
+    values: Tensor  # [nnz] (sparse) or [N, V] (dense), x's dtype
+    lengths: Tensor  # [N], x's dtype
     shape: tuple[int, int]  # (N, V)
+    flat: Tensor | None = None  # int64 [nnz], increasing; None: dense
+    rows: Tensor | None = None  # int64 [nnz], non-decreasing
 
     @classmethod
     def from_dense(cls, x: Tensor) -> Counts:
         """From x [..., V], its leading dimensions flattened to N."""
         x = x.reshape(-1, x.shape[-1])
-        flat = x.reshape(-1).nonzero().squeeze(1)  # the flat form: faster than rows and cols
-        rows, values = flat // x.shape[1], x.reshape(-1)[flat]
         shape = (len(x), x.shape[1])
-        lengths = _row_sum(rows, values, len(x)).to(x.dtype)
-        return cls(flat, rows, values, lengths, shape)
+        if int(torch.count_nonzero(x)) >= SPARSE_BELOW * x.numel():
+            return cls(x, x.sum(-1, dtype=torch.float64).to(x.dtype), shape)
+        flat = x.reshape(-1).nonzero().squeeze(1)  # the flat form: faster than rows and cols
+        rows, values = flat // shape[1], x.reshape(-1)[flat]
+        lengths = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        lengths.index_add_(0, rows, values.double())
+        return cls(values, lengths.to(x.dtype), shape, flat, rows)
+
+    @property
+    def sparse(self) -> bool:
+        return self.flat is not None
+
+    def at_entries(self, per_row: Tensor) -> Tensor:
+        """A per-row tensor [..., N] at each entry: [..., nnz] (sparse) or [..., N, 1]."""
+        return per_row[..., self.rows] if self.sparse else per_row[..., None]
 
     def row_sum(self, per_entry: Tensor) -> Tensor:
-        """Σ over each row's non-zeros of `per_entry` [..., nnz] → float64 [..., N]."""
-        return _row_sum(self.rows, per_entry, self.shape[0])
+        """Σ over each row's entries of `per_entry` [..., nnz] (sparse) or [..., N, V] (dense)
+        → float64 [..., N]."""
+        if not self.sparse:
+            return per_entry.sum(-1, dtype=torch.float64)
+        per_entry = per_entry.to(torch.promote_types(per_entry.dtype, torch.float64))
+        out = per_entry.new_zeros(*per_entry.shape[:-1], self.shape[0])
+        return out.index_add_(-1, self.rows, per_entry)
 
+    def data_term(self, logits: Tensor, m: Tensor) -> Tensor:
+        """Σ_v x_v (m − ℓ_v) ≥ 0, float64 [R, N], for logits [R, N, V] and their maxima m
+        [R, N, 1]."""
+        if not self.sparse:  # one [R, N, V] temporary; a cascade sum of terms ≥ 0
+            return torch.sub(m, logits).mul_(self.values.to(logits.dtype)).sum(-1).double()
+        gathered = logits.reshape(len(logits), -1).index_select(1, self.flat).double()
+        return self.row_sum(
+            self.values.double() * (self.at_entries(m.flatten(1)).double() - gathered)
+        )
 
-def _row_sum(rows: Tensor, per_entry: Tensor, n_rows: int) -> Tensor:
-    per_entry = per_entry.to(torch.promote_types(per_entry.dtype, torch.float64))
-    out = per_entry.new_zeros(*per_entry.shape[:-1], n_rows)
-    return out.index_add_(-1, rows, per_entry)
+    def subtract_(self, grad: Tensor, g: Tensor) -> Tensor:
+        """grad [R, N, V] − x·g for g [R, N], in place."""
+        values = self.values.to(grad.dtype)
+        if not self.sparse:
+            return grad.addcmul_(values, g[..., None], value=-1)
+        flat = grad.view(len(grad), -1)
+        flat.index_add_(1, self.flat, -(self.at_entries(g) * values))
+        return grad
 
 
 def _offset(counts: Counts, convention: str) -> Tensor:
@@ -86,7 +121,7 @@ def _offset(counts: Counts, convention: str) -> Tensor:
     if convention == "full":  # −log h(x) = −log n! + Σ_v log x_v!, with log 0! = 0
         return (counts.row_sum(torch.lgamma(values + 1)) - torch.lgamma(n + 1)).to(dtype)
     if convention == "saturated":  # Σ_v x_v log(x_v / n); n ≥ 1 guards an empty document
-        terms = torch.xlogy(values, values / n.clamp_min(1)[counts.rows])
+        terms = torch.xlogy(values, values / counts.at_entries(n.clamp_min(1)))
         return counts.row_sum(terms).to(dtype)
     raise ValueError(f"unknown convention {convention!r}; one of {CONVENTIONS}")
 
@@ -106,26 +141,19 @@ def log_normaliser(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class _NoCoefficientNLL(torch.autograd.Function):
-    """−Σ_v x_v log softmax(ℓ)_v [R, N] for logits [R, N·V] and `Counts` of x [N, V]:
-    n·A + Σ_{x_v≠0} x_v (m − ℓ_v). No gradient w.r.t. x. The gradient w.r.t. ℓ,
+    """−Σ_v x_v log softmax(ℓ)_v [R, N] for logits [R, N, V] and `Counts` of x [N, V]:
+    n·A + Σ_v x_v (m − ℓ_v). No gradient w.r.t. x. The gradient w.r.t. ℓ,
     (n·softmax(ℓ) − x)·g, is made in place in the forward pass's softmax on the first
     backward call (a repeated call, with retain_graph, recomputes the softmax)."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, counts: Counts) -> Tensor:
-        m, probs, log_z = log_normaliser(logits.view(len(logits), *counts.shape))
-        # the [R, nnz] gathered terms and the sums in float64 (see `Counts`)
-        shifted = (
-            m.flatten(1)[:, counts.rows].double() - logits.index_select(1, counts.flat).double()
-        )
+        m, probs, log_z = log_normaliser(logits)
         n = counts.lengths.double()
-        nll = (n * log_z.double() + counts.row_sum(counts.values.double() * shifted)).to(
-            logits.dtype
-        )
-        values = counts.values.to(logits.dtype)
+        nll = (n * log_z.double() + counts.data_term(logits, m)).to(logits.dtype)
         if ctx.needs_input_grad[0]:
             # π is kept as an attribute, not a saved tensor: backward modifies it in place
-            ctx.counts, ctx.values, ctx.probs = counts, values, probs
+            ctx.counts, ctx.probs = counts, probs
             ctx.save_for_backward(logits)
         return nll
 
@@ -133,20 +161,19 @@ class _NoCoefficientNLL(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         (logits,) = ctx.saved_tensors
-        counts = ctx.counts
         probs, ctx.probs = ctx.probs, None  # a repeated call finds it used and recomputes
         if probs is None:
-            probs = torch.softmax(logits.view(len(logits), *counts.shape), dim=-1)
-        out = probs.mul_((grad * counts.lengths.to(grad.dtype))[..., None]).view(len(logits), -1)
-        return out.index_add_(1, counts.flat, -(grad[:, counts.rows] * ctx.values)), None
+            probs = torch.softmax(logits, dim=-1)
+        probs.mul_((grad * ctx.counts.lengths.to(grad.dtype))[..., None])
+        return ctx.counts.subtract_(probs, grad), None
 
 
 def no_coefficient_nll(x: Tensor, logits: Tensor, counts: Counts | None = None) -> Tensor:
     """−Σ_v x_v log softmax(ℓ)_v for counts x [B, V] and logits [*lead, B, V] → [*lead, B]."""
     counts = Counts.from_dense(x) if counts is None else counts
     lead = logits.shape[:-2]
-    flat = logits.reshape(-1, logits.shape[-2] * logits.shape[-1])
-    return _NoCoefficientNLL.apply(flat, counts).view(*lead, counts.shape[0])
+    rows = logits.reshape(-1, *counts.shape)
+    return _NoCoefficientNLL.apply(rows, counts).view(*lead, counts.shape[0])
 
 
 @LIKELIHOODS.register("multinomial")
