@@ -17,7 +17,7 @@ import torch
 from vaelab import DataConfig
 from vaelab.data import bow
 from vaelab.data.bow import BowData, load_bow_corpus
-from vaelab.errors import DataError
+from vaelab.errors import ConfigError, DataError
 from vaelab.registry import DATASETS
 
 REAL_ARCHIVE = (
@@ -95,6 +95,174 @@ def test_tokenize_drops_header_stop_words_and_short_tokens():
     assert counts == {"cat": 3, "ab": 1, "ve": 1}  # "\xe9l\xe8ve": é, è split the word
     assert bow.tokenize(b"From: only a header\nSubject: x\n") == {}
     assert bow.tokenize(b"\nno header here") == {"header": 1}  # "no" and "here" are stop words
+
+
+# (text, what "auto" keeps, what true keeps): the header rule of split_header
+HEADER_CASES = {
+    "mail header": (
+        "From: a@b.org\nSubject: orbit\nLines: 2\n\nrocket moon",
+        "rocket moon",
+        "rocket moon",
+    ),
+    "one known field": ("Subject: orbit\n\nrocket moon", "rocket moon", "rocket moon"),
+    "continuation lines": (
+        " uunet!path!leftover\nFrom: a@b.org\n  (Full Name)\nOrganization: x\n\nrocket",
+        "rocket",
+        "rocket",
+    ),
+    "plain text": ("Orbit rocket moon.\n\nSecond paragraph here.", None, "Second paragraph here."),
+    "look-alike: Note": ("Note: orbit rocket\n\nmoon", None, "moon"),
+    "look-alike: two unknown fields": ("Note: orbit\nTodo: rocket\n\nmoon", None, "moon"),
+    "look-alike: Re": ("Re: orbit rocket\n\nmoon", None, "moon"),
+    "look-alike: space in name": ("Dear Sir: orbit\n\nmoon", None, "moon"),
+    "look-alike: URL": ("http://orbit.org/rocket\n\nmoon", None, "moon"),
+    "field then text line": ("From: a@b.org\norbit rocket\n\nmoon", None, "moon"),
+    "no blank line, all header": ("From: a@b.org\nSubject: orbit\n", "", ""),
+    "no blank line, text": ("orbit rocket moon\n", None, ""),
+    "empty header": ("\norbit rocket", None, "orbit rocket"),
+}
+
+
+@pytest.mark.parametrize("case", HEADER_CASES)
+def test_header_rule_strips_only_rfc822_header_blocks(case):
+    text, auto, always = HEADER_CASES[case]
+    body, removed = bow.split_header(text, "auto")
+    assert body == (text if auto is None else auto) and removed == (auto is not None)
+    assert bow.split_header(text, True)[0] == always
+    assert bow.split_header(text, False) == (text, False)
+
+
+def test_tokenize_keeps_every_word_of_plain_text_and_look_alike_headers():
+    plain = b"Orbit rocket.\n\nMoon landing, orbit."
+    assert bow.tokenize(plain) == {"orbit": 2, "rocket": 1, "moon": 1, "landing": 1}
+    assert bow.tokenize(plain, strip_headers=True) == {"moon": 1, "landing": 1, "orbit": 1}
+    note = b"Note: rocket launch\n\norbit"
+    assert bow.tokenize(note) == {"note": 1, "rocket": 1, "launch": 1, "orbit": 1}
+    header = b"From: joe@cars.com\nSubject: engine\n\norbit"
+    assert bow.tokenize(header) == {"orbit": 1}
+    assert bow.tokenize(header, strip_headers=False) == {
+        "joe": 1, "cars": 1, "com": 1, "subject": 1, "engine": 1, "orbit": 1,
+    }  # fmt: skip
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    for name, raw in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(raw)
+    return root
+
+
+def test_corpus_without_headers_loads_with_auto_and_the_error_names_the_option(tmp_path):
+    plain = write_files(tmp_path / "plain", {
+        "c-train/a/1": b"orbit rocket moon", "c-train/b/2": b"engine wheel car",
+        "c-test/a/3": b"rocket orbit", "c-test/b/4": b"car engine",
+    })  # fmt: skip
+    train, test = load_bow_corpus(plain, cache=False)
+    assert len(train) == 2 and len(test) == 2 and train.dropped_empty == 0
+    assert set(train.vocabulary) == {"orbit", "rocket", "moon", "engine", "wheel", "car"}
+    with pytest.raises(DataError) as err:  # true: no blank line, so every document is header
+        load_bow_corpus(plain, cache=False, strip_headers=True)
+    message = str(err.value)
+    assert "\n" not in message and "every one of the 2 training documents is empty" in message
+    assert "data.strip_headers = true" in message and '"auto"' in message
+    assert "2 have no blank line" in message
+    stop = write_files(tmp_path / "stop", {
+        "c-train/a/1": b"From: x\nSubject: y\n\nthe and of", "c-test/a/2": b"orbit",
+    })  # fmt: skip
+    with pytest.raises(DataError, match="no word of ≥ 2 letters outside the stop list") as err:
+        load_bow_corpus(stop, cache=False)
+    assert "data.strip_headers = false keeps the header text" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_strip_headers_in_the_config_takes_auto_true_or_false():
+    from vaelab.config import from_dict
+    from vaelab.errors import ConfigError
+
+    for value in ("auto", True, False):
+        assert from_dict(DataConfig, {"strip_headers": value}).strip_headers == value
+    assert DataConfig().strip_headers == "auto"
+    for value, fragment in (("yes", '"auto", true or false'), (3, "true or false or a string")):
+        with pytest.raises(ConfigError, match=fragment) as err:
+            from_dict(DataConfig, {"strip_headers": value})
+        assert "strip_headers" in str(err.value) and "\n" not in str(err.value)
+
+
+# --- the "rainbow" preset ------------------------------------------------------------------
+
+UUENCODED = b"begin 644 x.gif\n" + b"".join(
+    b"M" + bytes(33 + (i * 7 + j) % 60 for j in range(60)) + b"\n" for i in range(40)
+)
+
+
+def test_rainbow_text_check():
+    assert bow.looks_like_text(b"From: a\n\nplain words\n")
+    assert not bow.looks_like_text(b"")
+    assert not bow.looks_like_text(bytes(range(256)) * 4)  # binary
+    assert not bow.looks_like_text(UUENCODED)  # most lines 61 long, hardly any spaces
+    # exactly 95 % printable fails ("more than 95 %"), 96 % passes
+    assert not bow.looks_like_text(b"a" * 95 + b"\x00" * 5)
+    assert bow.looks_like_text(b"a" * 96 + b"\x00" * 4)
+
+
+def test_rainbow_preset_lexes_like_rainbow(tmp_path):
+    files = {
+        # SMART drops "actually" and "appreciate" (not in scikit-learn's list); it keeps
+        # "system" and "fire" (which scikit-learn drops); a 100-letter token is dropped
+        "r-train/a/1": b"Subject: s\n\nactually appreciate system fire orbit " + b"x" * 100,
+        "r-train/a/2": b"Subject: s\n\norbit",  # one word: not a document
+        "r-train/b/3": b"Subject: s\n\nfire engine",
+        "r-train/b/4": UUENCODED,  # not text
+        "r-test/a/5": b"Subject: s\n\nlaunch pad",  # no vocabulary word: a row of zeros
+        "r-test/b/6": b"Subject: s\n\nfire system",
+    }
+    root = write_files(tmp_path / "r", files)
+    train, test = load_bow_corpus(root, cache=False, preprocessing="rainbow")
+    assert set(train.vocabulary) == {"system", "fire", "orbit", "engine"}
+    assert len(train) == 2 and train.dropped_empty == 2  # the one-word and the binary file
+    assert len(test) == 2 and test.dropped_empty == 0 and test.lengths.tolist() == [0, 2]
+    vaelab, _ = load_bow_corpus(root, cache=False)  # scikit-learn's stop words, no text check
+    assert {"actually", "appreciate", "x" * 100} <= set(vaelab.vocabulary)
+    assert "fire" not in vaelab.vocabulary and "system" not in vaelab.vocabulary
+    with pytest.raises(ConfigError, match="unknown preset 'bow'"):
+        load_bow_corpus(root, cache=False, preprocessing="bow")
+
+
+# --- count smoothing -----------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_smooth_counts_adds_the_smoothed_training_unigram_to_every_document(corpus):
+    train, test = load_bow_corpus(corpus["archive"], vocab_size=5, cache=False)
+    s_train, s_test = bow.smooth_counts(train, test)
+    counts = torch.tensor(TRAIN5, dtype=torch.float64).sum(0)  # (5, 3, 2, 1, 1)
+    f = (counts + 1 / 5) / (counts + 1 / 5).sum()
+    assert torch.allclose(s_train.dense().double(), torch.tensor(TRAIN5) + f, atol=1e-6)
+    assert torch.allclose(s_test.dense().double(), torch.tensor(TEST5) + f, atol=1e-6)
+    assert s_test.lengths.tolist() == pytest.approx([4, 5])  # one pseudo-word each
+    assert torch.allclose(s_test.batch([1, 1]), s_test.dense()[[1, 1]])
+    assert torch.equal(s_train.subset([2]).dense(), s_train.dense()[[2]])
+    assert torch.equal(s_train.to("cpu").dense(), s_train.dense())
+    assert not s_train.binary and "smoothed" in repr(s_train)
+    assert torch.equal(s_train.counts.to_dense(), train.dense())  # the stored counts
+    with pytest.raises(DataError, match="smoothed already"):
+        bow.smooth_counts(s_train, s_test)
+
+
+def test_collapsed_baseline_and_conventions_take_smoothed_counts(corpus):
+    train, test = bow.smooth_counts(*load_bow_corpus(corpus["archive"], vocab_size=5, cache=False))
+    x, xt = test.dense().double(), train.dense().double()
+    log_unigram = (xt.sum(0) / xt.sum()).log()
+    n = x.sum(1)
+    no_coefficient = -(x * log_unigram).sum(1)
+    full = no_coefficient - (torch.lgamma(n + 1) - torch.lgamma(x + 1).sum(1))
+    saturated = no_coefficient + (x * (x / n[:, None]).log()).sum(1)
+    base = bow.collapsed_baseline(train, test)
+    assert base["nelbo_no_coefficient"] == pytest.approx(float(no_coefficient.mean()), rel=1e-6)
+    assert base["nelbo_full"] == pytest.approx(float(full.mean()), rel=1e-6)
+    assert base["nelbo_saturated"] == pytest.approx(float(saturated.mean()), rel=1e-6)
+    shifts = bow.convention_shifts(test)
+    assert shifts["full"] == pytest.approx(float((full - saturated).mean()), rel=1e-6)
 
 
 @pytest.mark.parametrize("source", ["folder", "archive", "nested"])
@@ -251,6 +419,10 @@ def test_cache_is_used_on_second_load(corpus, monkeypatch, tmp_path):
         assert a.dropped_empty == b.dropped_empty
     with pytest.raises(AssertionError, match="parsed again"):  # another vocabulary size
         load_bow_corpus(corpus["archive"], vocab_size=6, name="mini")
+    with pytest.raises(AssertionError, match="parsed again"):  # another header mode
+        load_bow_corpus(corpus["archive"], vocab_size=5, name="mini", strip_headers=True)
+    with pytest.raises(AssertionError, match="parsed again"):  # another preset
+        load_bow_corpus(corpus["archive"], vocab_size=5, name="mini", preprocessing="rainbow")
     stat = corpus["archive"].stat()
     os.utime(corpus["archive"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(AssertionError, match="parsed again"):  # the archive changed

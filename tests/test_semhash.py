@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vaelab.cli import main
+from vaelab.data.bow import load_bow_corpus, smooth_counts
 from vaelab.experiments.semhash import collapsed_baseline
 
 TOPICS = {
@@ -182,3 +183,55 @@ def test_collapsed_baseline_is_the_training_unigram_in_every_convention_by_hand(
     assert b["nelbo_no_coefficient"] == pytest.approx(no_coefficient)
     assert b["nelbo_full"] == pytest.approx(no_coefficient - math.log(2))  # 2!/(1! 1!) = 2
     assert b["nelbo_saturated"] == pytest.approx(no_coefficient + 2 * math.log(0.5))
+
+
+def test_count_smoothing_run_keeps_its_checkpoint_and_vaelab_eval_reproduces_it(
+    corpus, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = ["run", "semhash", "--run-dir", str(run), "--set", f"data_path={corpus}",
+            "--set", "vocab_size=40", "--set", "bits=6", "--set", "epochs_single=3",
+            "--set", "epochs_multi=1", "--set", "samples_multi=3", "--set", "batch_size=40",
+            "--set", "count_smoothing=true", "--set", "preprocessing=rainbow",
+            "--set", "progress=false", "--set", "device=cpu"]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads((run / "results.json").read_text())
+    assert r["count_smoothing"] is True and r["preprocessing"] == "rainbow"
+    assert r["final_run"] == "phase2" and r["documents"]["train"] == 360
+    report = (run / "report.md").read_text()
+    assert "preprocessing 'rainbow'" in report and "count smoothing (the reproduction's)" in report
+    # smoothing: every document gains one pseudo-word, so n is no integer; the conventions
+    # stay finite and ordered, and the shifts between them are the data's, model or baseline
+    test, base = r["test"], r["collapsed_baseline"]["test"]
+    raw = load_bow_corpus(corpus, vocab_size=40, cache=False, preprocessing="rainbow")
+    smoothed_train, smoothed_test = smooth_counts(*raw)
+    assert base == pytest.approx(collapsed_baseline(smoothed_train, smoothed_test), rel=1e-9)
+    unsmoothed = collapsed_baseline(*raw)
+    assert abs(unsmoothed["nelbo_saturated"] - base["nelbo_saturated"]) > 0.1
+    assert all(math.isfinite(v) for v in test.values())
+    assert test["nelbo_full"] < test["nelbo_no_coefficient"] and test["nelbo_saturated"] > 0
+    for c in ("nelbo_full", "nelbo_no_coefficient"):
+        assert base[c] - test[c] == pytest.approx(r["gain"]["test"], rel=1e-6)
+
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2  # the recipe's directory names its runs
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "phase1, phase2" in error and "phase2" in error
+    # the final phase is a run of its own: eval re-applies the smoothing from its checkpoint
+    # and gives the recipe's numbers again, without retraining
+    stamp = (run / "phase2" / "checkpoint.safetensors").stat().st_mtime_ns
+    assert main(["eval", str(run / "phase2"), "--device", "cpu"]) == 0
+    measures = json.loads((run / "phase2" / "word_counts.json").read_text())
+    for split in ("train", "test"):
+        for c in ("nelbo_full", "nelbo_no_coefficient", "nelbo_saturated"):
+            assert measures[split][c] == pytest.approx(r[split][c], rel=1e-9)
+            assert measures["collapsed_baseline"][split][c] == pytest.approx(
+                r["collapsed_baseline"][split][c], rel=1e-12
+            )
+    assert measures["retrieval"] == pytest.approx(r["retrieval"])
+    assert measures["samples"] == 3
+    flat = json.loads((run / "phase2" / "eval.json").read_text())
+    assert flat["nelbo_full"] == pytest.approx(r["test"]["nelbo_full"], rel=1e-9)
+    assert flat["precision_at_100"] == pytest.approx(r["retrieval"]["precision_at_100"])
+    assert "Word counts" in (run / "phase2" / "report.md").read_text()
+    assert (run / "phase2" / "checkpoint.safetensors").stat().st_mtime_ns == stamp

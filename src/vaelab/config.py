@@ -93,6 +93,15 @@ class DataConfig:
     channels: int | None = at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
     split_seed: int = 0  # for data sets without an official test split
     vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
+    # text corpora: drop a leading mail header — "auto": only a block of RFC 822 header lines
+    # (data/bow.py `split_header`), true: everything before the first blank line, false: never
+    strip_headers: bool | str = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.strip_headers, str) and self.strip_headers != "auto":
+            raise ConfigError(
+                f'data.strip_headers: "auto", true or false, got {self.strip_headers!r}'
+            )
 
 
 @dataclass
@@ -329,8 +338,16 @@ def _coerce(hint: Any, value: Any, key: str, build: bool) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        (inner,) = [t for t in options if t is not type(None)]
-        return _coerce(inner, value, key, build)
+        inner = [t for t in options if t is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, key, build)
+        for option in inner:  # e.g. bool | str: the first type that takes the value
+            try:
+                return _coerce(option, value, key, build)
+            except ConfigError:
+                pass
+        expected = " or ".join(_type_name(t) for t in inner)
+        raise ConfigError(f"{key}: expected {expected}, got {_show(value)}")
     if origin is list:
         (inner,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

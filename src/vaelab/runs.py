@@ -2,6 +2,13 @@
 
 A run is a directory (DESIGN §3): its resolved config, metrics, checkpoint, figures and
 report.md. Running again on the same directory resumes.
+
+Word-count runs (a `BowData` test set, e.g. a phase of `vaelab run semhash`) are reported
+beside the usual terms with their NELBO in the three multinomial conventions (train and test,
+a pass after training), the collapsed baseline and the gain over it, and retrieval by binary
+codes when the posterior has them (`word_count_measures`). A recipe may store settings of its
+data that `DataConfig` lacks under the checkpoint config's `WORD_COUNTS` section
+({"count_smoothing": true}: `data.bow.smooth_counts`); loading a run applies them.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +28,19 @@ import torch
 from .checkpoint import checkpoint_metadata, load_checkpoint, load_model_weights
 from .config import Config, from_dict
 from .data import ImageData, load_data
+from .data.bow import (
+    BowData,
+    collapsed_baseline,
+    convention_shifts,
+    in_conventions,
+    smooth_counts,
+)
+from .distributions.multinomial import CONVENTIONS
 from .errors import CheckpointError, ConfigError, DataError, VaelabError
 from .evaluation import evaluate
 from .evaluation.figures import plot_training_curves, save_image_grid, save_reconstructions
 from .evaluation.kl_decomposition import latent_usage
+from .evaluation.retrieval import binary_codes, retrieval_metrics
 from .files import atomic_write_text, read_jsonl, write_json
 from .models import VAE, build_vae
 from .registry import LIKELIHOODS
@@ -32,6 +49,10 @@ from .training import CHECKPOINT, METRICS, Trainer, distributed
 from .training.trainer import TrainState
 
 LATENT_EXAMPLES = 5000  # test examples of a report's latent usage
+WORD_COUNTS = "word_counts"  # checkpoint config section: data settings beyond DataConfig
+WORD_COUNT_OPTIONS = {"count_smoothing": bool}  # what that section may hold
+NELBO_BATCH = 100  # batch of the word-count NELBO pass (its Monte-Carlo draws depend on it)
+RETRIEVAL_K = 100  # precision@k of word-count runs
 
 
 @dataclass
@@ -41,6 +62,8 @@ class Run:
     model: VAE
     test_data: ImageData
     state: TrainState | None = None
+    train_data: Any = None  # kept for word-count runs (baseline, retrieval database)
+    word_counts: dict[str, Any] = field(default_factory=dict)  # the `WORD_COUNTS` section
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +118,13 @@ def checkpoint_file(run_dir: Path, must_exist: bool = True) -> Path:
     if path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file")
     if must_exist and not path.exists():
-        raise CheckpointError(f"{str(run_dir)!r} holds no {CHECKPOINT}: not a trained run")
+        below = sorted(p.parent.name for p in run_dir.glob(f"*/{CHECKPOINT}"))
+        hint = (
+            f"; the runs in it: {', '.join(below)} (e.g. vaelab eval {run_dir / below[-1]})"
+            if below
+            else ""
+        )
+        raise CheckpointError(f"{str(run_dir)!r} holds no {CHECKPOINT}: not a trained run{hint}")
     return path
 
 
@@ -115,8 +144,12 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
     path = checkpoint_file(run_dir)
     tensors, meta = load_checkpoint(path)
     cfg = stored_config(path, meta)
+    options = word_count_options(path, meta)
+    train_data = None
     if test_data is None:
-        _, test_data = load_data(cfg.data)
+        train_data, test_data = load_run_data(cfg, options)
+        if not isinstance(test_data, BowData):
+            train_data = None  # only word-count reports need it
     model = build_vae(cfg.model, test_data.shape)
     load_model_weights(model, tensors, str(path))
     model.to(distributed.resolve_device(device)).eval()
@@ -126,15 +159,45 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
         finished=meta["finished"],
         last_test=meta.get("last_test", {}),
     )
-    return Run(run_dir, cfg, model, test_data, state)
+    return Run(run_dir, cfg, model, test_data, state, train_data, options)
 
 
 def stored_config(path: Path, meta: dict) -> Config:
-    """The typed config stored in checkpoint `path`'s metadata; a bad one names the file."""
+    """The typed config stored in checkpoint `path`'s metadata (its `WORD_COUNTS` section
+    aside); a bad one names the file."""
+    config = meta.get("config")
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != WORD_COUNTS}
     try:
-        return from_dict(Config, meta.get("config"))
+        return from_dict(Config, config)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} stores an invalid config: {exc}") from None
+
+
+def word_count_options(path: Path, meta: dict) -> dict[str, Any]:
+    """The `WORD_COUNTS` section of checkpoint `path`'s config ({} without one)."""
+    config = meta.get("config")
+    options = config.get(WORD_COUNTS, {}) if isinstance(config, dict) else {}
+    bad = not isinstance(options, dict) or any(
+        type(options[k]) is not WORD_COUNT_OPTIONS.get(k) for k in options
+    )
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} stores an invalid {WORD_COUNTS} section {options!r}; "
+            f"known: {', '.join(f'{k} ({t.__name__})' for k, t in WORD_COUNT_OPTIONS.items())}"
+        )
+    return options
+
+
+def load_run_data(cfg: Config, options: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(train, test) of a run: `load_data(cfg.data)`, count-smoothed when `options` (the
+    `WORD_COUNTS` section) say so."""
+    train, test = load_data(cfg.data)
+    if (options or {}).get("count_smoothing"):
+        if not isinstance(train, BowData):
+            raise DataError(f"count_smoothing: {cfg.data.name} holds no word counts")
+        train, test = smooth_counts(train, test)
+    return train, test
 
 
 OnError = Callable[[Path, VaelabError], None]
@@ -167,10 +230,11 @@ def load_runs(root: str | Path, device: str = "auto", on_error: OnError | None =
     for run_dir in find_runs(root, on_error):
         try:
             path = checkpoint_file(run_dir)
-            cfg = stored_config(path, checkpoint_metadata(path))
-            key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+            meta = checkpoint_metadata(path)
+            cfg, options = stored_config(path, meta), word_count_options(path, meta)
+            key = json.dumps([dataclasses.asdict(cfg.data), options], sort_keys=True)
             if key not in data_sets:
-                data_sets[key] = load_data(cfg.data)[1]
+                data_sets[key] = load_run_data(cfg, options)[1]
             runs.append(load_run(run_dir, device, data_sets[key]))
         except VaelabError as exc:
             if on_error is None:
@@ -183,11 +247,24 @@ def write_run_report(
     run: Run, metrics: dict[str, float] | None = None, n_images: int = 32
 ) -> dict[str, float]:
     """Test metrics (eval.json), latent usage (latents.json: active units, KL per dimension),
-    training curves (training_curves.png), reconstruction and sample grids (image data), and
-    report.md."""
+    training curves (training_curves.png), reconstruction and sample grids (image data), the
+    word-count measures (word_counts.json: `word_count_measures`; their test NELBOs,
+    baseline, gain and retrieval also in eval.json) and report.md."""
     model, data = run.model, run.test_data
+    word_counts = isinstance(data, BowData)
+    if word_counts:
+        metrics = metrics or evaluate(model, data, batch_size=NELBO_BATCH)
     metrics = metrics or evaluate(model, data)
     require_finite(metrics, f"the test loss of {str(run.run_dir)!r}")
+    counts_section: list = []
+    if word_counts:
+        train = run.train_data
+        if train is None:
+            train = load_run_data(run.config, run.word_counts)[0]
+        measures = word_count_measures(model, train, data, test_terms=metrics)
+        write_json(run.run_dir / "word_counts.json", measures)
+        metrics = dict(metrics) | flat_word_count_measures(measures)
+        counts_section = word_count_report(measures, run.word_counts)
     write_json(run.run_dir / "eval.json", metrics)
     usage = latent_usage(model, data.limit(LATENT_EXAMPLES))
     write_json(run.run_dir / "latents.json", usage)
@@ -229,8 +306,125 @@ def write_run_report(
                 for j, (kl, v) in enumerate(zip(usage["kl_per_dimension"], usage["mean_variance"]))
             ],
         ),
+        *counts_section,
         "\n## Figures\n",
         *figures,
     ]
     atomic_write_text(run.run_dir / "report.md", "\n".join(lines))
     return metrics
+
+
+# --- word-count runs --------------------------------------------------------------------------
+
+
+def nelbo_by_convention(
+    model, data, samples: int | None = None, terms: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Mean NELBO per document of `data` in every multinomial convention, by a pass after
+    training (`evaluate`, batches of `NELBO_BATCH`, its fixed seed) with `samples` samples
+    of z (default: the model's own), plus the rate and the distortion in the model's own
+    convention. `terms`: that pass's `evaluate` result when the caller has it."""
+    if samples is not None:
+        model.samples = samples
+    terms = terms or evaluate(model, data, batch_size=NELBO_BATCH)
+    convention = model.likelihood.describe()["nll_convention"]
+    shifts = convention_shifts(data)
+    relative = {c: v - shifts[convention] for c, v in shifts.items()}  # to the model's own
+    return in_conventions(terms["negative_elbo"], relative) | {
+        "rate": terms["rate"],
+        f"distortion_{convention.replace('-', '_')}": terms["distortion"],
+    }
+
+
+def word_count_measures(
+    model,
+    train,
+    test,
+    samples: int | None = None,
+    test_terms: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """What a word-count run reports: per split the NELBO in every convention
+    (`nelbo_by_convention`), the collapsed baseline (`data.bow.collapsed_baseline`) and the
+    gain over it (the same in every convention: the number comparable across
+    preprocessings), and, when the posterior has binary codes, retrieval of test queries
+    against the training set by Hamming distance (`evaluation.retrieval`, precision@100,
+    within radius 2, MAP, with chance levels)."""
+    result: dict[str, Any] = {
+        "train": nelbo_by_convention(model, train, samples),
+        "test": nelbo_by_convention(model, test, samples, test_terms),
+        "collapsed_baseline": {
+            split: collapsed_baseline(train, data)
+            for split, data in (("train", train), ("test", test))
+        },
+        "samples": model.samples,
+    }
+    result["gain"] = {  # collapsed baseline − model
+        split: result["collapsed_baseline"][split]["nelbo_saturated"]
+        - result[split]["nelbo_saturated"]
+        for split in ("train", "test")
+    }
+    if model.posterior.has_enumerate_support:  # bits: codes 1[q(z_j|x) > ½]
+        result["retrieval"] = retrieval_metrics(
+            binary_codes(model, test),
+            test.labels,
+            binary_codes(model, train),
+            train.labels,
+            k=RETRIEVAL_K,
+        )
+    return result
+
+
+def flat_word_count_measures(measures: dict[str, Any]) -> dict[str, float]:
+    """The test numbers of `word_count_measures` as one flat {name: float} (eval.json)."""
+    flat = {k: v for k, v in measures["test"].items() if k.startswith("nelbo_")}
+    flat |= {f"collapsed_{k}": v for k, v in measures["collapsed_baseline"]["test"].items()}
+    flat["gain_over_collapsed"] = measures["gain"]["test"]
+    retrieval = measures.get("retrieval", {})
+    flat |= {
+        k: retrieval[k]
+        for k in ("precision_at_100", "precision_within_radius_2", "map")
+        if k in retrieval
+    }
+    return flat
+
+
+def word_count_report(measures: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """report.md's section on `word_count_measures`."""
+    base = measures["collapsed_baseline"]
+    rows = [
+        [c, measures["train"][k], measures["test"][k], base["train"][k], base["test"][k]]
+        for c in CONVENTIONS
+        for k in [f"nelbo_{c.replace('-', '_')}"]
+    ]
+    smoothing = (
+        "counts smoothed as the reproduction does (`data.bow.smooth_counts`)"
+        if options.get("count_smoothing")
+        else "no count smoothing"
+    )
+    lines = [
+        "\n## Word counts: NELBO per document (nats)\n",
+        f"A pass after training with {measures['samples']} sample(s) of z per document; "
+        f"{smoothing}. Conventions of `distributions.multinomial` (full: with the multinomial "
+        "coefficient; no-coefficient; saturated: relative to the saturated model).\n",
+        markdown_table(
+            ["convention", "train", "test", "collapsed baseline, train", "… test"], rows
+        ),
+        f"\nGain over the collapsed baseline (training unigram, rate 0; the same in every "
+        f"convention): train {measures['gain']['train']:.2f}, test "
+        f"{measures['gain']['test']:.2f} nats per document.\n",
+    ]
+    retrieval = measures.get("retrieval")
+    if retrieval:
+        lines += [
+            "\n## Retrieval (test queries vs the training set, Hamming distance)\n",
+            "Ties in distance count in expectation over a random order; chance: one constant "
+            "code for every document.\n",
+            markdown_table(
+                ["measure", "value", "chance"],
+                [
+                    [name, retrieval[name], retrieval[f"chance_{name}"]]
+                    for name in ("precision_at_100", "precision_within_radius_2", "map")
+                ],
+            ),
+        ]
+    return lines

@@ -7,22 +7,37 @@ streamed straight out of a tar archive (``.tar.gz``, ``.tgz``, …) such as the 
 ``20news-bydate.tar.gz`` (11,314 training and 7,532 test documents, 20 newsgroups); nothing is
 extracted to disk. Hidden files and folders (names starting with ".") are ignored.
 
-Text processing (deterministic; ``PROCESSING_VERSION`` is bumped whenever it changes):
+Text processing (deterministic; ``PROCESSING_VERSION`` is bumped whenever it changes). Two
+presets (`PREPROCESSINGS`) share the steps and differ where marked:
 
-1. bytes are decoded as latin-1 (every byte is a character; nothing fails to decode) and
+1. [rainbow] a file that does not look like text is not a document (`looks_like_text`,
+   Rainbow's check with ``--istext-avoid-uuencode``: binary or uuencoded posts; 22 files of
+   20news-bydate);
+2. bytes are decoded as latin-1 (every byte is a character; nothing fails to decode) and
    ``\\r\\n`` becomes ``\\n``;
-2. the e-mail header is dropped: everything before the first blank line (as scikit-learn's
-   ``strip_newsgroup_header``; a document without a blank line is all header, so empty);
-   footers and quoted replies are kept;
-3. the body is lowercased and split into tokens = maximal runs of ``[a-z]`` of length ≥ 2
-   (as scikit-learn's ``CountVectorizer``, minus digits and "_"; non-ASCII letters separate
-   tokens);
-4. scikit-learn's ``ENGLISH_STOP_WORDS`` (318 words) are dropped;
-5. vocabulary = the `vocab_size` words (default 10,000) with the highest document frequency in
+3. the e-mail header is dropped as ``strip_headers`` says (`split_header`): "auto" (default)
+   removes the text before the first blank line only when it is a block of RFC 822 header
+   lines, so plain text keeps every word; true removes it always (scikit-learn's
+   ``strip_newsgroup_header``; a document without a blank line is then all header, so
+   empty); false never. Footers and quoted replies are kept;
+4. the text is lowercased and split into tokens = maximal runs of ``[a-z]`` of length ≥ 2
+   (non-ASCII letters separate tokens) [rainbow: and ≤ 99, as its lexer];
+5. stop words are dropped: [vaelab] scikit-learn's ``ENGLISH_STOP_WORDS`` (318 words),
+   [rainbow] the SMART list built into Rainbow (523 words, `stop_words.SMART_STOP_WORDS`);
+6. [rainbow] a document left with fewer than 2 tokens is dropped (the processed corpus of
+   the semantic-hashing papers dropped its empty and one-word documents);
+7. vocabulary = the `vocab_size` words (default 10,000) with the highest document frequency in
    the *training* split, ties broken alphabetically; the vocabulary is stored in that order
    (word 0 is the most frequent). Fewer distinct words → a smaller vocabulary.
-6. each document becomes its counts of vocabulary words. Documents left without any
-   vocabulary word are dropped; each split's ``BowData.dropped_empty`` says how many.
+8. each document becomes its counts of vocabulary words. [vaelab] a document left without any
+   vocabulary word is dropped; [rainbow] it is kept as a row of zeros (as the public
+   reproduction keeps it). ``BowData.dropped_empty`` counts the documents of a split that are
+   not rows, for any of these reasons.
+
+The "rainbow" preset approximates the "processed" 20news-bydate of Rennie's matlab files that
+Shekhovtsov et al. (2022) and its reproduction used (Rainbow's default lexer with
+``--skip-header`` and ``--istext-avoid-uuencode``: alphabetic tokens, lowercased, SMART stop
+list, no stemming); ``benchmarks/semhash_preset.py`` measures how close it comes.
 
 Documents are ordered by label name, then file name (not shuffled); labels index the sorted
 label-folder names of both splits.
@@ -30,7 +45,12 @@ label-folder names of both splits.
 The counts are cached after the first read in ``cache_dir()/bow/<name>-<key>.safetensors``
 (safetensors + JSON metadata, written atomically), where the key hashes the source's identity
 (an archive's size and modification time, or a folder's listing of paths, sizes and
-modification times), the vocabulary size and ``PROCESSING_VERSION``.
+modification times), the vocabulary size, the header mode, the preset and
+``PROCESSING_VERSION``.
+
+Count smoothing (`smooth_counts`, optional, applied after loading, never cached): every
+document gets a pseudo-count vector added (``BowData.pseudo_counts``), as the reproduction
+does.
 """
 
 from __future__ import annotations
@@ -43,8 +63,8 @@ import tarfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,11 +74,13 @@ from torch import Tensor
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import DataConfig
+from ..distributions.multinomial import CONVENTIONS, convention_offset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..registry import DATASETS
 from .base import cache_dir, first_place
+from .stop_words import SMART_STOP_WORDS
 
-PROCESSING_VERSION = 1
+PROCESSING_VERSION = 2  # 2: strip_headers (default "auto"), presets, Rainbow's text check
 DEFAULT_VOCAB_SIZE = 10_000
 MIN_TOKEN_LENGTH = 2
 TOKEN = re.compile(f"[a-z]{{{MIN_TOKEN_LENGTH},}}")  # maximal runs: [a-z]+ of length ≥ 2
@@ -66,6 +88,7 @@ SPLITS = ("train", "test")
 CACHE_FORMAT = "vaelab-bow"
 
 NEWS_NAME = "20newsgroups"
+NEWS_RAINBOW_NAME = "20newsgroups-rainbow"
 NEWS_ENV = "VAELAB_20NEWS"
 NEWS_ARCHIVE = "20news-bydate.tar.gz"
 NEWS_FOLDER = "20news-bydate"
@@ -81,9 +104,11 @@ class BowData:
 
     Row i's counts are ``values[crow_indices[i]:crow_indices[i + 1]]`` at the vocabulary
     indices ``col_indices[…]`` (strictly increasing within a row). ``batch`` gives dense
-    float32 rows [b, V] on the data's device. ``dropped_empty`` is the number of documents of
-    the source split that were dropped because no vocabulary word was left in them (a subset
-    keeps the number of its source).
+    float32 rows [b, V] on the data's device: the stored counts plus ``pseudo_counts`` [V]
+    when that is set (count smoothing, `smooth_counts`; every row gets the same vector, so
+    no count is 0). ``dropped_empty`` is the number of documents of the source split that are
+    not rows (no vocabulary word left; for the "rainbow" preset also: not text, or fewer than
+    2 words; a subset keeps the number of its source).
     """
 
     name: str
@@ -94,6 +119,7 @@ class BowData:
     vocabulary: tuple[str, ...]
     label_names: tuple[str, ...]
     dropped_empty: int = 0
+    pseudo_counts: Tensor | None = field(default=None)  # float32 [V] added to every row
 
     def __post_init__(self):
         self.vocabulary, self.label_names = tuple(self.vocabulary), tuple(self.label_names)
@@ -103,10 +129,11 @@ class BowData:
         return len(self.crow_indices) - 1
 
     def __repr__(self) -> str:
+        smoothed = ", smoothed" if self.pseudo_counts is not None else ""
         return (
             f"BowData({self.name!r}, {len(self)} documents, {len(self.vocabulary)} words, "
             f"{len(self.values)} non-zeros, {len(self.label_names)} labels, "
-            f"{self.dropped_empty} dropped empty, device={self.device})"
+            f"{self.dropped_empty} dropped empty{smoothed}, device={self.device})"
         )
 
     @property
@@ -120,12 +147,15 @@ class BowData:
 
     @property
     def binary(self) -> bool:
-        """Every count is 0 or 1."""
+        """Every count of `batch` is 0 or 1."""
+        if self.pseudo_counts is not None and bool((self.pseudo_counts != 0).any()):
+            return False
         return bool(((self.values == 0) | (self.values == 1)).all())
 
     @property
     def counts(self) -> Tensor:
-        """All counts as a torch sparse CSR tensor [N, V] (sharing memory with the arrays)."""
+        """The stored counts (without `pseudo_counts`) as a torch sparse CSR tensor [N, V]
+        (sharing memory with the arrays)."""
         return torch.sparse_csr_tensor(
             self.crow_indices,
             self.col_indices,
@@ -136,18 +166,21 @@ class BowData:
 
     @property
     def lengths(self) -> Tensor:
-        """Words per document (sum of its counts), float32 [N]."""
+        """Words per document (sum of its `batch` row, pseudo-counts included), float32 [N]."""
         total = torch.cat(
             [
                 self.values.new_zeros(1, dtype=torch.float64),
                 self.values.cumsum(0, dtype=torch.float64),
             ]
         )
-        return (total[self.crow_indices[1:]] - total[self.crow_indices[:-1]]).float()
+        lengths = total[self.crow_indices[1:]] - total[self.crow_indices[:-1]]
+        if self.pseudo_counts is not None:
+            lengths = lengths + self.pseudo_counts.double().sum()
+        return lengths.float()
 
     def to(self, device: torch.device | str) -> BowData:
         """The same data on `device` (tensors already there are shared, as with Tensor.to)."""
-        move = lambda t: t.to(device)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return BowData(
             self.name,
             move(self.crow_indices),
@@ -157,20 +190,25 @@ class BowData:
             self.vocabulary,
             self.label_names,
             self.dropped_empty,
+            move(self.pseudo_counts),
         )
 
     def batch(self, index: Tensor | slice | Sequence[int] | int) -> Tensor:
-        """Dense float32 counts [b, V] of the rows at `index`, on the data's device.
+        """Dense float32 counts [b, V] of the rows at `index`, on the data's device, plus
+        `pseudo_counts` when set.
 
         Vectorised: the rows' ranges of the CSR arrays are gathered at once and scattered into
-        zeros. An int gives one row [V].
+        zeros (or the pseudo-counts). An int gives one row [V].
         """
         if isinstance(index, int):
             return self.batch([index])[0]
         rows = self._rows(index)
         row_ids, pos = self._gather(rows)
-        out = torch.zeros(len(rows), len(self.vocabulary), device=self.device)
-        out[row_ids, self.col_indices[pos]] = self.values[pos]
+        if self.pseudo_counts is None:
+            out = torch.zeros(len(rows), len(self.vocabulary), device=self.device)
+        else:
+            out = self.pseudo_counts.expand(len(rows), -1).clone()
+        out[row_ids, self.col_indices[pos]] += self.values[pos]  # each (row, word) once
         return out
 
     def dense(self) -> Tensor:
@@ -192,11 +230,26 @@ class BowData:
             self.vocabulary,
             self.label_names,
             self.dropped_empty,
+            self.pseudo_counts,
         )
 
     def limit(self, n: int | None) -> BowData:
         """The first n documents (all if n is None)."""
         return self if n is None or n >= len(self) else self.subset(slice(0, n))
+
+    def with_pseudo_counts(self, pseudo_counts: Tensor | None) -> BowData:
+        """The same documents with `pseudo_counts` [V] added to every row (None: none)."""
+        return BowData(
+            self.name,
+            self.crow_indices,
+            self.col_indices,
+            self.values,
+            self.labels,
+            self.vocabulary,
+            self.label_names,
+            self.dropped_empty,
+            None if pseudo_counts is None else pseudo_counts.to(self.device),
+        )
 
     def _rows(self, index: Tensor | slice | Sequence[int]) -> Tensor:
         """Row numbers int64 [b] in [0, N) on the data's device (negative ones wrap)."""
@@ -270,6 +323,12 @@ def check_csr(data: BowData) -> None:
         raise DataError(f"{name}: labels out of range for {len(data.label_names)} label names")
     if data.dropped_empty < 0:
         raise DataError(f"{name}: dropped_empty must be ≥ 0")
+    pseudo = data.pseudo_counts
+    if pseudo is not None:
+        if not isinstance(pseudo, Tensor) or pseudo.dtype != torch.float32:
+            raise DataError(f"{name}: pseudo_counts must be float32 [{vocab}]")
+        if pseudo.shape != (vocab,) or not torch.isfinite(pseudo).all() or (pseudo < 0).any():
+            raise DataError(f"{name}: pseudo_counts must be [{vocab}] finite counts ≥ 0")
 
 
 # --- reading a corpus ----------------------------------------------------------------------
@@ -277,19 +336,129 @@ def check_csr(data: BowData) -> None:
 
 @lru_cache(maxsize=1)
 def stop_words() -> frozenset[str]:
+    """scikit-learn's ENGLISH_STOP_WORDS (the "vaelab" preset's)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     return frozenset(ENGLISH_STOP_WORDS)
 
 
-def tokenize(raw: bytes) -> Counter[str]:
-    """Word counts of one document: header dropped, lowercased, [a-z]{2,}, no stop words."""
-    text = raw.decode("latin-1").replace("\r\n", "\n")
-    body = ("\n" + text).partition("\n\n")[2]  # a leading "\n" means an empty header
-    counts = Counter(TOKEN.findall(body.lower()))
-    for word in stop_words() & counts.keys():
+def smart_stop_words() -> frozenset[str]:
+    """The SMART list built into Rainbow (the "rainbow" preset's)."""
+    return SMART_STOP_WORDS
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a corpus' files become word counts: a named preset (module docstring, steps 1–8)."""
+
+    name: str
+    stop_words: Callable[[], frozenset[str]]
+    max_token_length: int | None  # longer tokens are dropped (None: kept)
+    text_files_only: bool  # a file that fails `looks_like_text` is not a document
+    min_tokens: int  # a document with fewer tokens (after the stop list) is dropped
+    drop_empty: bool  # drop a document left without a vocabulary word (else a row of zeros)
+
+
+PREPROCESSINGS = {
+    "vaelab": Preprocessing("vaelab", stop_words, None, False, 0, True),
+    # Rainbow's default lexer (libbow lex-simple.c: isalpha runs, lowercased, 2..99 letters,
+    # SMART stop list) with --skip-header and --istext-avoid-uuencode
+    "rainbow": Preprocessing("rainbow", smart_stop_words, 99, True, 2, False),
+}
+
+# RFC 822 field line: a name of printable ASCII but ":" (no space), then ":"
+FIELD = re.compile(r"([!-9;-~]+):")
+# names of which one must occur in a block for "auto" to take it for a mail/news header
+MAIL_HEADERS = frozenset(
+    """from subject newsgroups lines organization organisation message-id date path sender
+    reply-to to cc bcc keywords summary distribution nntp-posting-host article-i.d. xref
+    references in-reply-to followup-to expires supersedes approved originator return-path
+    received mime-version content-type content-transfer-encoding x-newsreader x-mailer""".split()
+)
+
+
+def is_header_block(lines: Sequence[str]) -> bool:
+    """The lines look like an RFC 822 mail/news header: every one is a field ``Name: value``
+    (Name: printable ASCII without spaces or ":") or a continuation (starting with a space or
+    tab; also before the first field — 20news-bydate's removal of the Path header left one
+    first in 22 posts), and one field name is a known mail or news header (`MAIL_HEADERS`:
+    From, Subject, Newsgroups, Lines, …, case-insensitive). So "Subject: x" alone is a
+    header, while a first paragraph "Note: this is …", "Re: …", "Dear Sir: …" (a space in
+    the name) or a URL is text, and so is any block with a line of plain text in it."""
+    names = []
+    for line in lines:
+        match = FIELD.match(line)
+        if match is not None:
+            names.append(match.group(1).lower())
+        elif line[:1] not in (" ", "\t"):
+            return False
+    return any(name in MAIL_HEADERS for name in names)
+
+
+def split_header(text: str, strip_headers: bool | str = "auto") -> tuple[str, bool]:
+    """(body, whether a header was removed) of a document's text (``\\n`` line ends).
+
+    The leading block is the text before the first blank line, all of it when there is none;
+    a text starting with a blank line has an empty one. `strip_headers`: True removes the
+    block (scikit-learn's ``strip_newsgroup_header``); "auto" removes it only when
+    `is_header_block` says it is a header; False removes nothing.
+    """
+    if strip_headers is False:
+        return text, False
+    head, blank, body = ("\n" + text).partition("\n\n")  # a leading "\n": an empty header
+    if strip_headers is True:
+        return body, bool(head[1:])
+    block = head[1:].split("\n")
+    if block[-1] == "":  # the text ends without a blank line after its last line
+        block.pop()
+    if is_header_block(block):
+        return body, True
+    return text, False
+
+
+def words(text: str, preprocessing: Preprocessing) -> Counter[str]:
+    """Token counts of a body: lowercased, maximal [a-z] runs of ≥ 2 (≤ the preset's maximum)
+    letters, the preset's stop words dropped."""
+    counts = Counter(TOKEN.findall(text.lower()))
+    for word in preprocessing.stop_words() & counts.keys():
         del counts[word]
+    if preprocessing.max_token_length is not None:
+        for word in [w for w in counts if len(w) > preprocessing.max_token_length]:
+            del counts[word]
     return counts
+
+
+def tokenize(
+    raw: bytes, strip_headers: bool | str = "auto", preprocessing: str = "vaelab"
+) -> Counter[str]:
+    """Word counts of one document (module docstring, steps 2–5)."""
+    body, _ = split_header(raw.decode("latin-1").replace("\r\n", "\n"), strip_headers)
+    return words(body, PREPROCESSINGS[preprocessing])
+
+
+PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\n\v\f\r"  # C's isprint or isspace
+WHITE_SPACE = b" \t\n\v\f\r"
+TEXT_TEST_BYTES = 4096
+
+
+def looks_like_text(raw: bytes) -> bool:
+    """Rainbow's text test (libbow istext.c, with ``--istext-avoid-uuencode``) on the first
+    4096 bytes: not empty, more than 95 % (in integer percent) printable ASCII or white space,
+    and not a uuencoded block — not (more than half of the complete lines of one length, in
+    50..80, the most common one, with white space under a tenth of the bytes)."""
+    head = raw[:TEXT_TEST_BYTES]
+    n = len(head)
+    if n == 0 or (100 * (n - len(head.translate(None, PRINTABLE)))) // n <= 95:
+        return False
+    lines = head.split(b"\n")[:-1]  # complete lines only
+    spaces = n - len(head.translate(None, WHITE_SPACE))
+    histogram = Counter(len(line) for line in lines)
+    common, height = 0, histogram.get(0, 0)  # ties: the shortest length wins
+    for length in sorted(histogram):
+        if histogram[length] > height:
+            common, height = length, histogram[length]
+    uuencoded = height > len(lines) // 2 and spaces < n // 10 and 50 <= common <= 80
+    return not uuencoded
 
 
 def _split_of(parts: Sequence[str]) -> str | None:
@@ -335,20 +504,50 @@ def _folder_documents(root: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
             raise DataError(f"{file}: cannot read ({exc.strerror or exc})") from None
 
 
+@dataclass
+class SplitStats:
+    """What happened to a split's files on the way to documents."""
+
+    files: int = 0
+    not_text: int = 0  # failed `looks_like_text` (rainbow)
+    header_removed: int = 0  # a header block was stripped
+    too_short: int = 0  # fewer than the preset's `min_tokens` tokens
+    no_blank_line: int = 0  # no blank line at all (with strip_headers = true: all header)
+
+
+Document = tuple[str, str, Counter[str]]  # (label, document name, word counts)
+
+
 def read_corpus(
-    path: Path,
-) -> tuple[dict[str, list[tuple[str, str, Counter[str]]]], list[str]]:
-    """Per split, (label, document name, word counts) sorted by label then name; label names.
+    path: Path, strip_headers: bool | str = "auto", preprocessing: str = "vaelab"
+) -> tuple[dict[str, list[Document]], list[str], dict[str, SplitStats]]:
+    """Per split, its documents sorted by label then name; the label names; per split, what
+    happened to its files (`SplitStats`). Steps 1–6 of the module docstring.
 
     Exactly one folder must end in "train" and one in "test" (else a DataError).
     """
+    preset = PREPROCESSINGS[preprocessing]
     documents = _archive_documents(path) if path.is_file() else _folder_documents(path)
     split_dirs: dict[str, set[str]] = {split: set() for split in SPLITS}
-    docs: dict[str, list[tuple[str, str, Counter[str]]]] = {split: [] for split in SPLITS}
+    docs: dict[str, list[Document]] = {split: [] for split in SPLITS}
+    stats = {split: SplitStats() for split in SPLITS}
     for parts, raw in documents:
         split = _split_of(parts)
         split_dirs[split].add("/".join(parts[:-2]))
-        docs[split].append((parts[-2], parts[-1], tokenize(raw)))
+        stat = stats[split]
+        stat.files += 1
+        if preset.text_files_only and not looks_like_text(raw):
+            stat.not_text += 1
+            continue
+        text = raw.decode("latin-1").replace("\r\n", "\n")
+        stat.no_blank_line += "\n\n" not in "\n" + text
+        body, removed = split_header(text, strip_headers)
+        stat.header_removed += removed
+        counts = words(body, preset)
+        if preset.min_tokens and sum(counts.values()) < preset.min_tokens:
+            stat.too_short += 1
+            continue
+        docs[split].append((parts[-2], parts[-1], counts))
     for split in SPLITS:
         if len(split_dirs[split]) != 1:
             state = (
@@ -362,7 +561,7 @@ def read_corpus(
             )
         docs[split].sort(key=lambda d: d[:2])
     labels = sorted({label for split in SPLITS for label, _, _ in docs[split]})
-    return docs, labels
+    return docs, labels, stats
 
 
 def build_vocabulary(documents: Sequence[Counter[str]], size: int) -> list[str]:
@@ -376,11 +575,15 @@ def build_vocabulary(documents: Sequence[Counter[str]], size: int) -> list[str]:
 
 def to_bow(
     name: str,
-    documents: Sequence[tuple[str, str, Counter[str]]],
+    documents: Sequence[Document],
     vocabulary: Sequence[str],
     label_names: Sequence[str],
+    drop_empty: bool = True,
+    dropped_before: int = 0,
 ) -> BowData:
-    """CSR counts of `documents` over `vocabulary`; documents without a vocabulary word dropped."""
+    """CSR counts of `documents` over `vocabulary`; a document without a vocabulary word is
+    dropped when `drop_empty` (else a row of zeros). `dropped_before`: documents of the split
+    already dropped (added to ``dropped_empty``)."""
     word_index = {word: i for i, word in enumerate(vocabulary)}
     label_index = {label: i for i, label in enumerate(label_names)}
     counts = [c for _, _, c in documents]
@@ -392,7 +595,7 @@ def to_bow(
     order = np.lexsort((cols, rows))  # by document, then word
     rows, cols, vals = rows[order], cols[order], vals[order]
     per_doc = np.bincount(rows, minlength=len(counts))
-    kept = per_doc > 0  # documents left with at least one vocabulary word
+    kept = per_doc > 0 if drop_empty else np.ones(len(counts), dtype=bool)
     labels = np.array([label_index[label] for label, _, _ in documents], dtype=np.int64)
     crow = np.concatenate([[0], np.cumsum(per_doc[kept])]).astype(np.int64)
     return BowData(
@@ -403,17 +606,55 @@ def to_bow(
         torch.from_numpy(labels[kept]),
         tuple(vocabulary),
         tuple(label_names),
-        dropped_empty=int((~kept).sum()),
+        dropped_empty=dropped_before + int((~kept).sum()),
     )
 
 
-def parse_corpus(path: Path, vocab_size: int, name: str) -> tuple[BowData, BowData]:
+def parse_corpus(
+    path: Path,
+    vocab_size: int,
+    name: str,
+    strip_headers: bool | str = "auto",
+    preprocessing: str = "vaelab",
+) -> tuple[BowData, BowData]:
     """(train, test) read and processed from `path` (no cache)."""
-    docs, label_names = read_corpus(path)
+    docs, label_names, stats = read_corpus(path, strip_headers, preprocessing)
     vocabulary = build_vocabulary([counts for _, _, counts in docs["train"]], vocab_size)
     if not vocabulary:
-        raise DataError(f"{path}: the training documents contain no words")
-    return tuple(to_bow(name, docs[split], vocabulary, label_names) for split in SPLITS)
+        raise DataError(f"{path}: {why_empty(stats['train'], strip_headers, preprocessing)}")
+    drop_empty = PREPROCESSINGS[preprocessing].drop_empty
+    return tuple(
+        to_bow(
+            name,
+            docs[split],
+            vocabulary,
+            label_names,
+            drop_empty,
+            stats[split].not_text + stats[split].too_short,
+        )
+        for split in SPLITS
+    )
+
+
+def why_empty(stats: SplitStats, strip_headers: bool | str, preprocessing: str) -> str:
+    """Why no training document has a word, naming the option that can change it."""
+    n, mode = stats.files, json.dumps(strip_headers)
+    if n == 0:
+        return "no training documents"
+    if stats.not_text == n:
+        return f"none of the {n} training files looks like text (preprocessing {preprocessing!r})"
+    said = (
+        f"every one of the {n} training documents is empty after processing "
+        f"(data.strip_headers = {mode} removed a header block from {stats.header_removed})"
+    )
+    if strip_headers is True and stats.header_removed:
+        return (
+            f"{said}: {stats.no_blank_line} have no blank line, so all of their text counts as "
+            'header; set data.strip_headers = "auto" to strip only RFC 822 header lines, or '
+            "false to keep everything"
+        )
+    keep = "; data.strip_headers = false keeps the header text" if stats.header_removed else ""
+    return f"{said}: no word of ≥ {MIN_TOKEN_LENGTH} letters outside the stop list is left{keep}"
 
 
 # --- cache -----------------------------------------------------------------------------------
@@ -431,9 +672,21 @@ def source_identity(path: Path) -> dict:
     return {"folder": listing}
 
 
-def cache_path(path: Path, vocab_size: int, name: str) -> Path:
+def cache_path(
+    path: Path,
+    vocab_size: int,
+    name: str,
+    strip_headers: bool | str = "auto",
+    preprocessing: str = "vaelab",
+) -> Path:
     key = json.dumps(
-        {"source": source_identity(path), "vocab_size": vocab_size, "version": PROCESSING_VERSION},
+        {
+            "source": source_identity(path),
+            "vocab_size": vocab_size,
+            "version": PROCESSING_VERSION,
+            "strip_headers": strip_headers,
+            "preprocessing": preprocessing,
+        },
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -493,27 +746,38 @@ def load_bow_corpus(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     name: str | None = None,
     cache: bool = True,
+    strip_headers: bool | str = "auto",
+    preprocessing: str = "vaelab",
 ) -> tuple[BowData, BowData]:
     """(train, test) word counts of the corpus at `path`: a folder or a tar archive in the
     layout <root>/<…train|…test>/<label>/<document> (see the module docstring).
 
     `name` defaults to the file or folder name without archive suffixes. With `cache`, the
     result is read from / written to ``cache_dir()/bow/`` (see the module docstring).
+    `strip_headers`: "auto", True or False (`split_header`); `preprocessing`: a preset of
+    `PREPROCESSINGS`.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (expected a corpus folder or .tar.gz)")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ConfigError(f"vocab_size must be an integer ≥ 1, got {vocab_size!r}")
+    if not (isinstance(strip_headers, bool) or strip_headers == "auto"):
+        raise ConfigError(f'strip_headers must be "auto", true or false, got {strip_headers!r}')
+    if preprocessing not in PREPROCESSINGS:
+        raise ConfigError(
+            f"preprocessing: unknown preset {preprocessing!r}; one of {', '.join(PREPROCESSINGS)}"
+        )
     if name is None:
         name = re.sub(r"(\.tar)?\.(gz|tgz|bz2|xz|tar)$", "", path.name) or "bow"
+    options = (strip_headers, preprocessing)
     if not cache:
-        return parse_corpus(path, vocab_size, name)
-    file = cache_path(path, vocab_size, name)
+        return parse_corpus(path, vocab_size, name, *options)
+    file = cache_path(path, vocab_size, name, *options)
     cached = load_cache(file, name)
     if cached is not None:
         return cached
-    train, test = parse_corpus(path, vocab_size, name)
+    train, test = parse_corpus(path, vocab_size, name, *options)
     save_cache(file, path, train, test)
     return train, test
 
@@ -540,7 +804,7 @@ def find_20news(cfg: DataConfig) -> Path:
         path = Path(cfg.path).expanduser()
         if path.exists():
             return path
-        raise DataError(f"{NEWS_NAME}: data.path={cfg.path} does not exist; {how}")
+        raise DataError(f"{cfg.name}: data.path={cfg.path} does not exist; {how}")
     data_root = os.environ.get("VAELAB_DATA")
     places = [
         (f"${NEWS_ENV}", os.environ.get(NEWS_ENV)),
@@ -551,11 +815,87 @@ def find_20news(cfg: DataConfig) -> Path:
     path, report = first_place(places, lambda p: None if p.exists() else "missing")
     if path is not None:
         return path
-    raise DataError(f"{NEWS_NAME}: corpus not found; looked in: {'; '.join(report)}. To fix: {how}")
+    raise DataError(f"{cfg.name}: corpus not found; looked in: {'; '.join(report)}. To fix: {how}")
+
+
+def load_20news(cfg: DataConfig, preprocessing: str) -> tuple[BowData, BowData]:
+    return load_bow_corpus(
+        find_20news(cfg),
+        cfg.vocab_size or DEFAULT_VOCAB_SIZE,
+        name=cfg.name,
+        strip_headers=cfg.strip_headers,
+        preprocessing=preprocessing,
+    )
 
 
 @DATASETS.register(NEWS_NAME)
 def load(cfg: DataConfig) -> tuple[BowData, BowData]:
     """20 Newsgroups "bydate" (11,314 train / 7,532 test posts, 20 groups) as word counts over
     the top `data.vocab_size` (default 10,000) training words by document frequency."""
-    return load_bow_corpus(find_20news(cfg), cfg.vocab_size or DEFAULT_VOCAB_SIZE, name=NEWS_NAME)
+    return load_20news(cfg, "vaelab")
+
+
+@DATASETS.register(NEWS_RAINBOW_NAME)
+def load_rainbow(cfg: DataConfig) -> tuple[BowData, BowData]:
+    """20 Newsgroups "bydate" processed like the papers' Rainbow-lexed corpus (the "rainbow"
+    preset of the module docstring: SMART stop list, text files only, documents of ≥ 2
+    words, empty rows kept), top `data.vocab_size` training words."""
+    return load_20news(cfg, "rainbow")
+
+
+# --- statistics of a corpus --------------------------------------------------------------------
+
+
+def smooth_counts(train: BowData, test: BowData) -> tuple[BowData, BowData]:
+    """The count smoothing of the public reproduction of Shekhovtsov et al. (proger/vae,
+    va/newsgroups.py): with c_v the training count of word v, f = (c + 1/V) / Σ_v (c_v + 1/V),
+    and every document of both splits gets x + f — one pseudo-word spread by the smoothed
+    training unigram (so no count is 0, no document empty, and n grows by 1)."""
+    if train.pseudo_counts is not None or test.pseudo_counts is not None:
+        raise DataError(f"{train.name}: the counts are smoothed already")
+    vocab = len(train.vocabulary)
+    totals = torch.zeros(vocab, dtype=torch.float64, device=train.device)
+    totals.index_add_(0, train.col_indices, train.values.double())
+    smoothed = totals + 1.0 / vocab
+    frequencies = (smoothed / smoothed.sum()).float()
+    return train.with_pseudo_counts(frequencies), test.with_pseudo_counts(frequencies)
+
+
+def _chunks(data, size: int = 2000) -> Iterator[Tensor]:
+    """Dense float64 CPU rows of `data` (anything with len and batch), `size` at a time."""
+    for start in range(0, len(data), size):
+        yield data.batch(slice(start, start + size)).double().cpu()
+
+
+def convention_shifts(data) -> dict[str, float]:
+    """Per convention of `distributions.multinomial`: the mean per-document constant to add
+    to a `saturated` NELBO of `data` (`convention_offset` relative to saturated)."""
+    sums = dict.fromkeys(CONVENTIONS, 0.0)
+    for x in _chunks(data):
+        saturated = convention_offset(x, "saturated")
+        for c in CONVENTIONS:
+            sums[c] += float((convention_offset(x, c) - saturated).sum())
+    return {c: v / len(data) for c, v in sums.items()}
+
+
+def in_conventions(saturated: float, shifts: dict[str, float]) -> dict[str, float]:
+    """A `saturated` NELBO per document as {"nelbo_<convention>": value} for every one."""
+    return {f"nelbo_{c.replace('-', '_')}": saturated + shifts[c] for c in CONVENTIONS}
+
+
+@torch.no_grad()
+def collapsed_baseline(train, data) -> dict[str, float]:
+    """Mean NELBO per document of `data`, in every convention, of the collapsed model: z
+    carries nothing (rate 0) and every document is decoded by the training unigram
+    π_v ∝ Σ_train x_v (pseudo-counts included; every vocabulary word occurs in training, or
+    has a pseudo-count, so π_v > 0). `train`, `data`: anything with len, shape and batch."""
+    totals = torch.zeros(train.shape[0], dtype=torch.float64)
+    for x in _chunks(train):
+        totals += x.sum(0)
+    log_unigram = (totals / totals.sum()).log()
+    sums = dict.fromkeys(CONVENTIONS, 0.0)
+    for x in _chunks(data):
+        no_coefficient = -(x * log_unigram).sum(-1)
+        for c in CONVENTIONS:
+            sums[c] += float((no_coefficient + convention_offset(x, c)).sum())
+    return {f"nelbo_{c.replace('-', '_')}": v / len(data) for c, v in sums.items()}

@@ -19,12 +19,27 @@ convention, since a convention adds the same constant per document to both. Retr
 queries against the training set, codes 1[q(z|x) > ½], relevant = same newsgroup, ties
 counted in expectation over a random order, with chance levels.
 
+Data settings, labelled in every report and results.json: `preprocessing` "vaelab" (data
+set `20newsgroups`) or "rainbow" (`20newsgroups-rainbow`, approximating the papers' Rainbow-
+lexed corpus: `data.bow`, measured by benchmarks/semhash_preset.py); `strip_headers`;
+`count_smoothing` (the reproduction's: every document gets one pseudo-word spread by the
+smoothed training unigram, `data.bow.smooth_counts`; the three conventions stay defined for
+the non-integer counts — lgamma in `full`, x log(x/n) in `saturated`).
+
+Checkpoints: every phase is a run directory of its own (`phase1/`, `phase2/`, each with its
+checkpoint; the last one holds the final weights, named in results.json's `final_run`).
+`vaelab eval RUN_DIR/phase2` re-evaluates them without retraining — the NELBO in the three
+conventions, the collapsed baseline, the gain and retrieval (`runs.word_count_measures`, the
+same function this recipe reports with), count smoothing re-applied from the checkpoint's
+config. `vaelab eval RUN_DIR` on the recipe's directory names the phases to choose from.
+
 `semhash-table` runs one `semhash` per encoder × bits × depth × seed as a cell of the grid
 runner (`sweeps`, target `SEMHASH`) and tabulates the means over seeds with 95 % intervals.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -33,16 +48,21 @@ from pathlib import Path
 import torch
 
 from ..config import Config, DataConfig, ModelConfig, at_least, one_of
-from ..data import load_data
-from ..distributions.multinomial import CONVENTIONS, convention_offset
+from ..data.bow import (  # noqa: F401  (collapsed_baseline: re-exported for callers)
+    NEWS_NAME,
+    NEWS_RAINBOW_NAME,
+    collapsed_baseline,
+    convention_shifts,
+    in_conventions,
+)
+from ..distributions.multinomial import CONVENTIONS
 from ..errors import ConfigError, VaelabError
 from ..evaluation import evaluate
-from ..evaluation.retrieval import binary_codes, retrieval_metrics
 from ..files import atomic_write_text, read_jsonl, write_json
 from ..models import build_vae
 from ..registry import ESTIMATORS
 from ..report import markdown_table
-from ..runs import seed_everything
+from ..runs import WORD_COUNTS, load_run_data, seed_everything, word_count_measures
 from ..sweeps import (
     Cell,
     SweepOptions,
@@ -61,6 +81,8 @@ SCHEDULES = {"paper": (1000, 500), "short": (20, 2)}  # epochs with 1 sample, th
 # estimates (the paper's and its reproduction's rule: it looks at the test set, and a minimum
 # of noisy estimates is biased low)
 SELECTIONS = ("final", "lowest")
+# preprocessing → data set (`data.bow`'s presets)
+DATASETS_BY_PREPROCESSING = {"vaelab": NEWS_NAME, "rainbow": NEWS_RAINBOW_NAME}
 
 # Table 2 of the paper, test NELBO (convention unstated), decoder depth 0..2 × e1, e2, e3
 PAPER_TEST = {
@@ -104,9 +126,32 @@ class SemhashSettings:
     train_limit: int | None = at_least(1, default=None)
     test_limit: int | None = at_least(1, default=None)
     selection: str = one_of(SELECTIONS, default="final")  # "lowest": test set every epoch
+    preprocessing: str = one_of(tuple(DATASETS_BY_PREPROCESSING), default="vaelab")
+    strip_headers: bool | str = "auto"  # "auto" | true | false, as data.strip_headers
+    count_smoothing: bool = False  # the reproduction's pseudo-word per document
 
     def __post_init__(self):
         check_discrete_estimator(self.estimator)
+        if isinstance(self.strip_headers, str) and self.strip_headers != "auto":
+            raise ConfigError(f'strip_headers: "auto", true or false, got {self.strip_headers!r}')
+        if self.total_epochs == 0:
+            raise ConfigError("epochs_single + epochs_multi: need at least one epoch")
+
+    @property
+    def word_counts(self) -> dict:
+        """The runs' `runs.WORD_COUNTS` settings ({} without count smoothing, so runs
+        started before the option resume)."""
+        return {"count_smoothing": True} if self.count_smoothing else {}
+
+    def data_label(self) -> str:
+        """The data settings in words, for reports."""
+        smoothing = (
+            "count smoothing (the reproduction's)" if self.count_smoothing else "no count smoothing"
+        )
+        return (
+            f"preprocessing {self.preprocessing!r}, strip_headers = "
+            f"{json.dumps(self.strip_headers)}, {smoothing}"
+        )
 
     @property
     def phases(self) -> list[tuple[int, int]]:
@@ -149,11 +194,12 @@ def run_config(cfg: SemhashConfig, epochs: int, samples: int, steps_per_epoch: i
     every_epoch = {"eval_every": 1} if cfg.selection == "lowest" else {}
     return Config(
         data=DataConfig(
-            name="20newsgroups",
+            name=DATASETS_BY_PREPROCESSING[cfg.preprocessing],
             path=cfg.data_path,
             vocab_size=cfg.vocab_size,
             train_limit=cfg.train_limit,
             test_limit=cfg.test_limit,
+            strip_headers=cfg.strip_headers,
         ),
         model=ModelConfig(
             network=cfg.encoder,
@@ -168,33 +214,6 @@ def run_config(cfg: SemhashConfig, epochs: int, samples: int, steps_per_epoch: i
         ),
         train=recipe_training(cfg, epochs=max(epochs, 1), log_every=steps_per_epoch, **every_epoch),
     )
-
-
-def convention_shifts(data) -> dict[str, float]:
-    """Per convention: the mean per-document constant to add to a `saturated` NELBO of
-    `data` (`convention_offset` relative to saturated)."""
-    sums = dict.fromkeys(CONVENTIONS, 0.0)
-    for start in range(0, len(data), 2000):
-        x = data.batch(slice(start, start + 2000))
-        for c in CONVENTIONS:
-            sums[c] += float((convention_offset(x, c) - convention_offset(x, "saturated")).sum())
-    return {c: v / len(data) for c, v in sums.items()}
-
-
-def in_conventions(saturated: float, shifts: dict[str, float]) -> dict[str, float]:
-    """A `saturated` NELBO per document as {"nelbo_<convention>": value} for every one."""
-    return {f"nelbo_{c.replace('-', '_')}": saturated + shifts[c] for c in CONVENTIONS}
-
-
-def nelbo_by_convention(model, data, samples: int) -> dict[str, float]:
-    """Mean NELBO per document in every convention, by a pass over `data` after training
-    (the model trains in `saturated`)."""
-    model.samples = samples
-    terms = evaluate(model, data, batch_size=100)
-    return in_conventions(terms["negative_elbo"], convention_shifts(data)) | {
-        "rate": terms["rate"],
-        "distortion_saturated": terms["distortion"],
-    }
 
 
 def logged_nelbos(run_dir: Path, phases: int) -> dict[str, list[dict]]:
@@ -213,24 +232,6 @@ def logged_nelbos(run_dir: Path, phases: int) -> dict[str, list[dict]]:
     return out
 
 
-@torch.no_grad()
-def collapsed_baseline(train, data) -> dict[str, float]:
-    """Mean NELBO per document, in every convention, of the collapsed model: z carries
-    nothing (rate 0) and every document is decoded by the training unigram π_v ∝ Σ_train x_v
-    (every vocabulary word occurs in training, so π_v > 0)."""
-    totals = torch.zeros(train.shape[0], dtype=torch.float64)
-    for start in range(0, len(train), 2000):
-        totals += train.batch(slice(start, start + 2000)).double().sum(0).cpu()
-    log_unigram = (totals / totals.sum()).log()
-    sums = dict.fromkeys(CONVENTIONS, 0.0)
-    for start in range(0, len(data), 2000):
-        x = data.batch(slice(start, start + 2000)).double().cpu()
-        no_coefficient = -(x * log_unigram).sum(-1)
-        for c in CONVENTIONS:
-            sums[c] += float((no_coefficient + convention_offset(x, c)).sum())
-    return {f"nelbo_{c.replace('-', '_')}": v / len(data) for c, v in sums.items()}
-
-
 @experiment(
     "semhash", SemhashConfig, "one semantic-hashing VAE on 20 Newsgroups: NELBO, precision@100"
 )
@@ -238,11 +239,12 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     first = run_config(cfg, *cfg.phases[0])
-    train, test = load_data(first.data)
+    train, test = load_run_data(first, cfg.word_counts)
     seed_everything(cfg.seed)
     model = build_vae(first.model, train.shape)
     started = time.perf_counter()
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    extra = {WORD_COUNTS: cfg.word_counts} if cfg.word_counts else {}
     for phase, (epochs, samples) in enumerate(cfg.phases, 1):
         if epochs == 0:
             continue
@@ -253,12 +255,13 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
             train,
             phase_cfg.train,
             run_dir / f"phase{phase}",
-            phase_cfg.to_dict(),
+            phase_cfg.to_dict() | extra,
             evaluate=lambda m: evaluate(m, test),
         )
         trainer.fit()
+        final_run = f"phase{phase}"
     model.to(trainer.device).eval()
-    samples = cfg.samples_multi
+    measures = word_count_measures(model, train, test, samples=cfg.samples_multi)
     result: dict = {
         "encoder": cfg.encoder,
         "bits": cfg.bits,
@@ -266,17 +269,13 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         "estimator": cfg.estimator,
         "epochs": cfg.total_epochs,
         "phases": [{"epochs": e, "samples": s} for e, s in cfg.phases],
-        "train": nelbo_by_convention(model, train, samples),
-        "test": nelbo_by_convention(model, test, samples),
-        "collapsed_baseline": {
-            split: collapsed_baseline(train, data)
-            for split, data in (("train", train), ("test", test))
-        },
-        "retrieval": retrieval_metrics(
-            binary_codes(model, test), test.labels, binary_codes(model, train), train.labels, k=100
-        ),
+        **{k: measures[k] for k in ("train", "test", "collapsed_baseline", "gain", "retrieval")},
         "convention": "every NELBO in the three conventions of distributions.multinomial; "
         "trained in saturated (no coefficient, relative to the saturated model)",
+        "preprocessing": cfg.preprocessing,
+        "strip_headers": cfg.strip_headers,
+        "count_smoothing": cfg.count_smoothing,
+        "final_run": final_run,
         "documents": {
             "train": len(train),
             "test": len(test),
@@ -284,11 +283,6 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         },
         "seconds": time.perf_counter() - started,
         "config": asdict(cfg),
-    }
-    result["gain"] = {  # collapsed baseline − model: the same in every convention
-        split: result["collapsed_baseline"][split]["nelbo_saturated"]
-        - result[split]["nelbo_saturated"]
-        for split in ("train", "test")
     }
     logged = logged_nelbos(run_dir, len(cfg.phases))
     last_epoch = logged["train"][-1]
@@ -316,7 +310,7 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         f"{result['documents']['train']} training / {result['documents']['test']} test documents, "
         f"V = {cfg.vocab_size}; estimator {cfg.estimator}; {cfg.total_epochs} epochs "
         f"({', '.join(f'{e} × {s} sample(s)' for e, s in cfg.phases)}), batch {cfg.batch_size}, "
-        f"Adam {cfg.lr:g}.\n",
+        f"Adam {cfg.lr:g}. Data: {cfg.data_label()}.\n",
         "## NELBO per document (nats)\n",
         markdown_table(
             ["convention", "train", "test", "collapsed baseline, train", "… test"], rows
@@ -342,6 +336,8 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         ),
         f"\nQueries with no document within Hamming radius 2 (scored 0): "
         f"{retrieval['empty_within_radius_2']:.1%}.\n",
+        f"\nThe final weights are in `{final_run}/` (each phase keeps its checkpoint); "
+        f"`vaelab eval {run_dir / final_run}` re-evaluates them without retraining.\n",
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(report))
     return result
@@ -462,6 +458,7 @@ def table_rows(records: list[dict], cfg: SemhashTableConfig) -> list[dict]:
         rows.append({
             "encoder": e, "bits": bits, "depth": depth, "epochs": cfg.total_epochs,
             "estimator": cfg.estimator, "seeds": s["seeds"], "failed": s["failed"],
+            "preprocessing": cfg.preprocessing, "count_smoothing": cfg.count_smoothing,
             **{m: stats[m]["mean"] for m in METRICS}, "intervals": stats,
             "convention": "saturated",
             "paper_train_nelbo": paper_value(PAPER_TRAIN, e, bits, depth),
@@ -510,7 +507,8 @@ def write_table_report(
     report = [
         "# Semantic hashing on 20 Newsgroups — Table 2\n",
         f"Estimator {cfg.estimator}, schedule {cfg.schedule} ({cfg.total_epochs} epochs per cell), "
-        f"batch {cfg.batch_size}, Adam {cfg.lr:g}. NELBO per document, nats, saturated "
+        f"batch {cfg.batch_size}, Adam {cfg.lr:g}; data: {cfg.data_label()}. NELBO per "
+        "document, nats, saturated "
         f"convention; {over_seeds}the paper's value (1500 epochs, ARM) in brackets. Every "
         "cell: [sweep.md](sweep.md).\n",
         "## Test NELBO\n",
