@@ -10,19 +10,21 @@ Three conventions for −log p(x|z) are in use and vaelab reports which one a nu
                   the base measure, i.e. `full`).
 They differ by a constant per document, so they give the same gradients.
 
-How it is computed (the one place the formula lives). With m = max_v ℓ_v and the
-log-normaliser A = log Σ_v exp(ℓ_v − m), computed once per (code, document),
+How it is computed (the one place the formula lives). With π = softmax(ℓ), m = max_v ℓ_v and
+the log-normaliser A = log Σ_v exp(ℓ_v − m) = −log max_v π_v, computed once per (code,
+document) and shared by every term,
 
     −Σ_v x_v log π_v = n·A + Σ_{v: x_v ≠ 0} x_v (m − ℓ_v),
 
 a sum of non-negative terms for counts (no cancellation), with the data term gathered at the
-document's non-zero counts only (~70 of V = 10,000 words in 20 Newsgroups). Every [S, B, V]
-temporary costs a fresh allocation (page faults, not arithmetic, dominate on CPU), so the
-forward pass makes one, exp(ℓ − m), and the backward pass turns it in place into the gradient
-n·softmax(ℓ)·g − x·g. The convention offsets are likewise sums over non-zero counts
-(lgamma(1) = 0 and 0·log 0 = 0). `benchmarks/semhash_epoch_time.py` measures the effect
-against the dense formula −Σ_v x_v log_softmax(ℓ)_v it replaced (same numbers up to float
-round-off; `tests/test_multinomial.py`).
+document's non-zero counts only (~70 of V = 10,000 words in 20 Newsgroups; dense counts, e.g.
+smoothed ones, are used densely). Every [S, B, V] temporary costs a fresh allocation — on CPU
+its page faults cost more than its arithmetic — so the forward pass makes one, π (a single
+fused softmax), and the backward pass turns it in place into the gradient (n·π − x)·g. The
+convention offsets are sums over the non-zero counts too (log 0! = 0 and 0·log 0 = 0). There
+is no gradient w.r.t. x. `benchmarks/semhash_epoch_time.py` measures the effect against the
+dense formula −Σ_v x_v log_softmax(ℓ)_v it replaced (the same numbers up to float round-off:
+`tests/test_multinomial.py`).
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class Counts:
         return out.index_add_(-1, self.rows, per_entry)
 
     def data_term(self, logits: Tensor, m: Tensor) -> Tensor:
-        """Σ_v x_v (m − ℓ_v) ≥ 0, float64 [R, N], for logits [R, N, V] and their maxima m
-        [R, N, 1]."""
+        """Σ_v x_v (m − ℓ_v) ≥ 0 (up to round-off), float64 [R, N], for logits [R, N, V] and m
+        [R, N, 1] (their largest entries, `log_normaliser`)."""
         if not self.sparse:  # one [R, N, V] temporary; a cascade sum of terms ≥ 0
             return torch.sub(m, logits).mul_(self.values.to(logits.dtype)).sum(-1).double()
         gathered = logits.reshape(len(logits), -1).index_select(1, self.flat).double()
@@ -133,11 +135,12 @@ def convention_offset(x: Tensor, convention: str) -> Tensor:
 
 
 def log_normaliser(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(m, π, A) for logits [..., V]: m = max_v ℓ_v [..., 1], π = softmax(ℓ) [..., V] and the
-    shifted log-normaliser A = log Σ_v exp(ℓ_v − m) [...] = −log max_v π_v (π is one fused
-    pass and its largest entry is exactly 1 / Σ_v exp(ℓ_v − m), up to round-off)."""
+    """(m, π, A) for logits [..., V]: π = softmax(ℓ) [..., V] (one fused pass), m = ℓ_k
+    [..., 1] at k = argmax_v π_v (the largest logit) and A = −log π_k [...], so that
+    −log π_v = (m − ℓ_v) + A exactly, whatever k, with A = log Σ_v exp(ℓ_v − m) ∈ [0, log V]."""
     probs = torch.softmax(logits, dim=-1)
-    return logits.amax(-1, keepdim=True), probs, -probs.amax(-1).log()
+    largest, k = probs.max(-1, keepdim=True)
+    return logits.gather(-1, k), probs, -largest.squeeze(-1).log()
 
 
 class _NoCoefficientNLL(torch.autograd.Function):
