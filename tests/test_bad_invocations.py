@@ -844,6 +844,10 @@ def test_recipe_names_of_the_cli_are_the_registered_experiments():
         ["train", "{cfg}", "--set", "model.sigma=1e38"],
         ["train", "{cfg}", "--run-dir", "{a_file}"],
         ["run", "gmm-tyo"],
+        ["run", "demo", "--set", "epoch=3"],
+        ["run", "rd-study", "--set", "dataset=fashion"],
+        ["run", "groundtruth", "--set", "seeds=[-1]"],
+        ["run", "disentanglement", "--set", "metric_scale=0"],
         ["eval", "/nonexistent/run"],
     ],
     ids=lambda argv: " ".join(argv),
@@ -855,7 +859,7 @@ def test_argument_and_config_errors_do_not_import_torch(argv, paths):
     script = (
         "import sys\nfrom vaelab.cli import main\n"
         "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
-        "heavy = sorted(m for m in ('torch', 'vaelab.experiments', 'sklearn') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'vaelab.experiments.recipes', 'sklearn') if m in sys.modules)\n"
         "print('IMPORTED', heavy, code)\n"
     )
     proc = subprocess.run(

@@ -187,3 +187,27 @@ def test_every_registry_declares_exactly_the_names_its_package_registers():
     assert len(registries) == 10
     for r in registries:
         assert r.declared and sorted(r.declared) == r.names(), r.kind
+
+
+def test_every_recipe_checks_its_config_with_the_settings_class_it_registers():
+    from vaelab.experiments.settings import RECIPE_SETTINGS
+    from vaelab.registry import EXPERIMENTS
+
+    for name, settings in RECIPE_SETTINGS.items():
+        assert EXPERIMENTS.get(name).config_cls is settings, name
+
+
+def test_the_configs_name_tables_equal_the_tables_of_the_layers_that_define_them():
+    from vaelab.config import BETA_SAMPLINGS, MULTINOMIAL_CONVENTIONS
+    from vaelab.distributions.log_uniform import PER_EXAMPLE
+    from vaelab.distributions.multinomial import CONVENTIONS
+
+    assert set(BETA_SAMPLINGS) == set(PER_EXAMPLE)
+    assert MULTINOMIAL_CONVENTIONS == CONVENTIONS
+
+
+def test_semhash_preprocessings_name_registered_data_sets():
+    from vaelab.experiments.settings import DATASETS_BY_PREPROCESSING
+    from vaelab.registry import DATASETS
+
+    assert all(name in DATASETS for name in DATASETS_BY_PREPROCESSING.values())

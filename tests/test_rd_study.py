@@ -125,10 +125,10 @@ def test_a_sigma_mode_that_does_not_make_its_regime_is_refused(key, sigma_mode, 
 
 
 def test_the_recipes_share_the_architecture_and_budget_fields():
-    from vaelab.experiments.base import RecipeConfig
     from vaelab.experiments.demo import DemoConfig
     from vaelab.experiments.disentanglement_study import DisentanglementConfig
     from vaelab.experiments.rd_study import RDStudyConfig
+    from vaelab.experiments.settings import RecipeConfig
 
     for cls in (DemoConfig, DisentanglementConfig, RDStudyConfig):
         assert issubclass(cls, RecipeConfig)

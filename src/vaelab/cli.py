@@ -233,13 +233,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     from .config import check_fields, config_mapping, from_dict
+    from .experiments.settings import RECIPE_SETTINGS
 
     mapping = config_mapping(args.config, args.overrides)  # file and --set, before the recipes
-    from .registry import EXPERIMENTS
-
+    settings = RECIPE_SETTINGS.get(name)
+    if settings is not None:  # keys, types, ranges and names, before torch and the recipe
+        check_fields(settings, mapping)
+    run_dir = writable_dir(args.run_dir or Path("runs") / name)
     exp = EXPERIMENTS.get(name)
     check_fields(exp.config_cls, mapping)
-    run_dir = writable_dir(args.run_dir or Path("runs") / name)
     cfg = from_dict(exp.config_cls, mapping)
     exp.run(cfg, run_dir)
     print(f"report: {run_dir / 'report.md'}")

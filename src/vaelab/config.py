@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -62,22 +63,15 @@ def at_least(low: float, *, strict: bool = False, **kw: Any) -> Any:
     return field(metadata={"min": low, "strict": strict}, **kw)
 
 
-def one_of(choices: Collection[str] | Registry | Callable[[], Collection[str]], **kw: Any) -> Any:
-    """A name from `choices`: a tuple, a registry, or a function giving them (called when
-    the name is checked, for choices defined where torch lives)."""
+def one_of(choices: Collection[str] | Registry, **kw: Any) -> Any:
+    """A name (or list of names) from `choices`: a tuple or a registry."""
     return field(metadata={"choices": choices}, **kw)
 
 
-def _per_example() -> tuple[str, ...]:
-    from .distributions.log_uniform import PER_EXAMPLE
-
-    return tuple(PER_EXAMPLE)
-
-
-def _conventions() -> tuple[str, ...]:
-    from .distributions.multinomial import CONVENTIONS
-
-    return CONVENTIONS
+# names of lower layers' tables, declared here so that a config is checked without torch
+# (tests/test_contracts.py keeps them equal to `log_uniform.PER_EXAMPLE`, `multinomial.CONVENTIONS`)
+BETA_SAMPLINGS = ("minibatch", "example")  # β drawn once per minibatch, or per example
+MULTINOMIAL_CONVENTIONS = ("full", "no-coefficient", "saturated")
 
 
 @dataclass
@@ -116,7 +110,8 @@ class ModelConfig:
     sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")
     sigma: float = at_least(0.0, strict=True, default=1.0)  # fixed σ_x, or its initial value
     log_sigma_min: float = -6.0  # soft lower bound on log σ_x (σ-VAE's softclip)
-    multinomial_convention: str = one_of(_conventions, default="saturated")  # word-count NLL
+    # word-count NLL
+    multinomial_convention: str = one_of(MULTINOMIAL_CONVENTIONS, default="saturated")
     posterior: str = one_of(POSTERIORS, default="diagonal-gaussian")
     prior: str = one_of(PRIORS, default="standard-normal")
     beta: float = at_least(0.0, default=1.0)  # weight of the rate only (β-conditional: at eval)
@@ -125,7 +120,7 @@ class ModelConfig:
     # β-conditional VAE (DESIGN §1b): log β ~ U[log a, log b], networks modulated by log β
     conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
-    beta_sampling: str = one_of(_per_example, default="minibatch")
+    beta_sampling: str = one_of(BETA_SAMPLINGS, default="minibatch")
 
     def __post_init__(self):
         for name in ("hidden", "channels"):
@@ -205,6 +200,46 @@ class TrainConfig:
             raise ConfigError(
                 f"train.adam_betas: need two numbers in [0, 1), got {self.adam_betas}"
             )
+
+
+@dataclass
+class SweepOptions:
+    """Where and how a sweep's cells run (`vaelab sweep` flags; a recipe's `sweep` section)."""
+
+    address: str | None = None  # a Ray cluster ("auto", "host:6379", "ray://host:10001")
+    # Ray CPUs and torch threads of a cell; None: this machine's cores shared among the
+    # sweep's cells (all of them for one cell, 1 each for as many cells as cores; 1 on a cluster)
+    cpus_per_run: int | None = at_least(1, default=None)
+    # GPUs of a cell, > 0: it runs on CUDA (0.25: four per GPU); None: one GPU per cell on a
+    # machine with CUDA, else (and on a cluster) none
+    gpus_per_run: float | None = at_least(0.0, default=None)
+    max_concurrent: int | None = at_least(1, default=None)  # cells at once (default: all fit)
+    in_process: bool = False  # one after another here, even when Ray is installed
+    progress: bool = True  # a line per finished cell
+
+    @property
+    def gpus(self) -> float:
+        """`gpus_per_run`, or its default."""
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
+        import torch  # only when a sweep is placed, not when its config is read
+
+        local = not (self.address or os.environ.get("RAY_ADDRESS"))
+        return 1.0 if local and torch.cuda.is_available() else 0.0
+
+    @property
+    def device(self) -> str:
+        """Where a cell runs: CUDA (the GPU Ray gives it, or this machine's) or the CPU."""
+        return "cuda" if self.gpus > 0 else "cpu"
+
+    def cpus(self, cells: int) -> int:
+        """`cpus_per_run`, or its default for a sweep of `cells` cells. It depends on the
+        sweep and the machine only, so a rerun (Ray or in-process) gives a cell what it had."""
+        if self.cpus_per_run is not None:
+            return self.cpus_per_run
+        if self.address or os.environ.get("RAY_ADDRESS"):
+            return 1
+        return max(1, (os.cpu_count() or 1) // max(1, cells))
 
 
 @dataclass
@@ -409,22 +444,19 @@ def _check_constraints(f: dataclasses.Field, value: Any, key: str, names: bool) 
     ints = [v for v in numbers if isinstance(v, int)]
     _check_range(key, value, ints, (-INT64, INT64), "integers must fit in 64 bits")
     choices = f.metadata.get("choices")
-    if choices is None or isinstance(value, list):
+    if choices is None:
         return
-    if isinstance(choices, Registry):  # first pass: its declared names, without filling it
-        known = choices.names() if names else choices.declared_names()
-        if value not in known:
-            raise ConfigError(f"{key}: {choices.unknown(value, known)}")
-        return
-    if callable(choices):
-        if not names:
-            return  # choices defined where torch lives: in the second pass
-        choices = choices()
-    if value not in choices:
-        raise ConfigError(
-            f"{key}: unknown value {value!r}{closest(value, choices)}; "
-            f"choose one of: {', '.join(choices)}"
-        )
+    for i, name in enumerate(value if isinstance(value, list) else [value]):
+        where = f"{key}[{i}]" if isinstance(value, list) else key
+        if isinstance(choices, Registry):  # first pass: its declared names, without filling it
+            known = choices.names() if names else choices.declared_names()
+            if name not in known:
+                raise ConfigError(f"{where}: {choices.unknown(name, known)}")
+        elif name not in choices:
+            raise ConfigError(
+                f"{where}: unknown value {name!r}{closest(name, choices)}; "
+                f"choose one of: {', '.join(choices)}"
+            )
 
 
 def _is_number(value: Any) -> bool:

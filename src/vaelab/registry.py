@@ -80,7 +80,8 @@ class Registry(Generic[T]):
 
 DATASETS: Registry[Callable[..., Any]] = Registry(
     "dataset", "vaelab.data",
-    ("20newsgroups", "digits", "dsprites", "fashion-mnist", "image-folder", "mnist"),
+    ("20newsgroups", "20newsgroups-rainbow", "digits", "dsprites", "fashion-mnist",
+     "image-folder", "mnist"),
 )  # fmt: skip
 NETWORKS: Registry[Callable[..., Any]] = Registry(
     "network", "vaelab.networks", ("conv", "e1", "e2", "e3", "mlp")
@@ -107,7 +108,7 @@ ESTIMATORS: Registry[Callable[..., Any]] = Registry(
     ("arm", "disarm", "exact", "gumbel-st", "reinforce", "reparameterization"),
 )  # fmt: skip
 EXPERIMENTS: Registry[Callable[..., Any]] = Registry(
-    "experiment", "vaelab.experiments",
+    "experiment", "vaelab.experiments.recipes",
     ("demo", "disentanglement", "gmm-toy", "groundtruth", "rd-study", "semhash", "semhash-table"),
 )  # fmt: skip
 FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry(

@@ -1,15 +1,6 @@
-"""Recipes: each source experiment as a named, configurable run (`vaelab run NAME`)."""
+"""Recipes: each source experiment as a named, configurable run (`vaelab run NAME`).
 
-from . import demo, disentanglement_study, gmm_toy, groundtruth, rd_study, semhash
-from .base import Experiment, experiment
-
-__all__ = [
-    "Experiment",
-    "demo",
-    "disentanglement_study",
-    "experiment",
-    "gmm_toy",
-    "groundtruth",
-    "rd_study",
-    "semhash",
-]
+Importing this package is light: the recipes' settings are in `settings` (no torch), and the
+recipe modules are imported by `recipes`, which the EXPERIMENTS registry imports on its first
+lookup.
+"""

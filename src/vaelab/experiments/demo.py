@@ -12,10 +12,9 @@ separately trained decoupled β-VAEs), reconstructions, samples and report.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import DataConfig, at_least, one_of
+from ..config import DataConfig
 from ..evaluation.figures import plot_rate_distortion
 from ..evaluation.rate_distortion import (
     CLASSIC_SWEEP,
@@ -26,32 +25,11 @@ from ..evaluation.rate_distortion import (
 )
 from ..evaluation.verdicts import interval
 from ..files import atomic_write_text, write_json
-from ..registry import SIGMA_MODES
 from ..report import markdown_table
 from ..sweeps import show
-from .base import RecipeConfig, experiment
+from .base import experiment
+from .settings import DemoConfig
 from .study import StudyRun, first_seed, regime_cells, train_regimes
-
-
-@dataclass
-class DemoConfig(RecipeConfig):
-    latent_dim: int = at_least(1, default=8)
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
-    epochs: int = at_least(1, default=100)
-    batch_size: int = at_least(1, default=64)
-    betas: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0])
-    beta_range: list[float] = field(default_factory=lambda: [0.1, 3.0])
-    sweep_sigma_mode: str = one_of(SIGMA_MODES, default="learned-shared")  # decoupled sweep
-    conditional_sigma_mode: str = one_of(SIGMA_MODES, default="learned-beta")  # the one run
-    rd_points: int = at_least(2, default=9)  # β grid of the conditional curve
-    dataset: str = "digits"
-
-    def __post_init__(self):
-        super().__post_init__()
-        DECOUPLED_SWEEP.check_sigma_mode(self.sweep_sigma_mode, "sweep_sigma_mode")
-        DECOUPLED_CONDITIONAL.check_sigma_mode(
-            self.conditional_sigma_mode, "conditional_sigma_mode"
-        )
 
 
 def saving_and_cost(runs: list[StudyRun], cfg: DemoConfig) -> tuple[dict, list[dict]]:

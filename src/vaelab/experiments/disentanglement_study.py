@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..config import DataConfig, at_least, one_of
+from ..config import DataConfig
 from ..data import dsprites
 from ..data.ground_truth import DSpritesGroundTruth
-from ..distributions.log_uniform import PER_EXAMPLE
 from ..errors import VaelabError
 from ..evaluation.disentanglement import (
     SAMPLE_CHUNK,
@@ -68,13 +67,12 @@ from ..evaluation.rate_distortion import CLASSIC_SWEEP, DECOUPLED_CONDITIONAL
 from ..evaluation.verdicts import interval, shown, stat, verdict, verdict_table
 from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE, build_vae
-from ..registry import NETWORKS, SIGMA_MODES
 from ..report import markdown_table
 from ..runs import Run, load_run, seed_everything
 from ..sweeps import TRAIN, Cell, Target, make_cell, run_sweep
 from .base import experiment
+from .settings import DisentanglementConfig, EvaluationConfig, MeasurementSettings
 from .study import (
-    StudyConfig,
     StudyRun,
     first_seed,
     regime_cells,
@@ -91,7 +89,6 @@ METRICS = {  # our column → the key of disentanglement_metrics
     "dci_c": "dci.completeness",
     "dci_i": "dci.informativeness_test",
 }
-VOTE_METRICS = ("beta_vae", "factor_vae")  # sized by vote_metric_scale
 DECIDING_METRICS = ("mig", "dci_d")  # the metrics the claims are decided on
 KL_TERMS = ("rate", "mi", "tc", "dwkl")
 SUMMARISED = (*METRICS, *KL_TERMS, "mi_lower", "neighbour_share", "active_units")
@@ -127,71 +124,6 @@ SCALE_MEASUREMENT = {
     },
 }
 SYMMETRY = (4, 2, 1)  # square, ellipse, heart: rotations that map the shape onto itself
-
-
-@dataclass
-class MeasurementSettings:
-    """How every model is measured (the recipe's settings; each evaluation cell's too)."""
-
-    # × disentanglement_lib's sample sizes: MIG, SAP (1.0: 10,000 / 5,000 points), DCI (the
-    # same; its 11,300 boosted trees take ~6 of a model's ~8 CPU minutes) …
-    metric_scale: float = at_least(0.0, strict=True, default=1.0)
-    dci_scale: float = at_least(0.0, strict=True, default=1.0)
-    # … and BetaVAE, FactorVAE (1.0: 1.92 M / 0.97 M encoded images per model and β)
-    vote_metric_scale: float = at_least(0.0, strict=True, default=0.1)
-    # the KL decomposition: n images of all of dSprites; for `kl_neighbourhoods` of them, the
-    # images within `kl_radius` factor steps are encoded too (≈ 190 each at radius 1)
-    kl_examples: int = at_least(10, default=10_000)
-    kl_neighbourhoods: int = at_least(2, default=500)
-    kl_radius: int = at_least(1, default=1)
-
-    def metric_scales(self) -> dict[str, float]:
-        """The per-metric scales of `disentanglement_metrics` (the others: metric_scale)."""
-        return dict.fromkeys(VOTE_METRICS, self.vote_metric_scale) | {"dci": self.dci_scale}
-
-    def measurement(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(MeasurementSettings)}
-
-
-@dataclass
-class DisentanglementConfig(MeasurementSettings, StudyConfig):
-    network: str = one_of(NETWORKS, default="conv")
-    hidden: list[int] = field(default_factory=lambda: [256])  # between convolutions and code
-    # 64 → 32 → 16 → 8 → 4 px; half the widths of Higgins et al.'s (32, 32, 64, 64), which
-    # cost about twice the CPU time per step
-    channels: list[int] = field(default_factory=lambda: [16, 32, 32, 64])
-    latent_dim: int = at_least(1, default=10)
-    epochs: int = at_least(1, default=5)
-    beta_range: list[float] = field(default_factory=lambda: [0.25, 16.0])
-    beta_sampling: str = one_of(tuple(PER_EXAMPLE), default="example")
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    fid_samples: int = at_least(2, default=1000)
-    train_limit: int = at_least(1, default=20_000)
-    test_limit: int = at_least(1, default=2_000)
-    betas: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0])
-    # σ_x of the decoupled β-conditional run; with β per example, a σ per example
-    decoupled_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-image")
-    slice_gammas: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])
-    slice_images: int = at_least(1, default=256)  # test images the loss slices average over
-
-    def __post_init__(self):
-        super().__post_init__()
-        DECOUPLED_CONDITIONAL.check_sigma_mode(self.decoupled_sigma_mode, "decoupled_sigma_mode")
-
-
-@dataclass
-class EvaluationConfig(MeasurementSettings):
-    """One evaluation cell of the grid runner (`EVALUATE`): the trained run in `run` measured
-    at `betas` (none: at its own β), or with `untrained` its architecture at its initial
-    weights (the chance level; metrics only). `trained`: the digest of the run's training
-    cell, so a retrained run is measured again."""
-
-    run: str = ""
-    trained: str = ""
-    betas: list[float] = field(default_factory=list)
-    untrained: bool = False
-    seed: int = 0
-    device: str = "cpu"
 
 
 def run_cells(cfg: DisentanglementConfig) -> list[Cell]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig, at_least
+from ..config import TrainConfig
 from ..data.base import TensorData
 from ..distributions import (
     GaussianLikelihood,
@@ -59,7 +59,7 @@ from ..distributions import (
     gaussian_log_density,
 )
 from ..distributions.bernoulli_latent import FactorisedBernoulli
-from ..errors import ConfigError, VaelabError
+from ..errors import VaelabError
 from ..estimators.exact import enumerate_states, exact, exact_log_likelihood
 from ..evaluation.consistency import affine_fit, consistency, tied_encoder_fit
 from ..evaluation.figures import save_figure
@@ -70,61 +70,12 @@ from ..models import VAE
 from ..models.harmonium import GaussianBernoulliRBM
 from ..networks.blocks import BlockNetwork, mlp_blocks
 from ..report import markdown_table
-from ..sweeps import SweepOptions, Target, run_seeds
+from ..sweeps import Target, run_seeds
 from ..training import METRICS, fit
-from .base import check_seeds, experiment
+from .base import experiment
+from .settings import GMMToyConfig, GMMToySeedConfig, GMMToySettings
 
 REFERENCE = {"paper": (-3.74, -3.70), "public reproduction": (-3.37, -3.31)}  # ELBO before/after
-
-
-@dataclass
-class GMMToySettings:
-    """What a seed's run is made of: the truth, the fits and the figure."""
-
-    centres: list[list[float]] = field(
-        default_factory=lambda: [[1.0, 1.0], [1.0, -1.0], [0.0, 0.0], [-1.0, 0.0]]
-    )  # μ_z for the codes 00, 01, 10, 11 (state index 2·z1 + z2)
-    sigma: float = at_least(0.0, strict=True, default=1.0)
-    samples: int = at_least(4, default=2000)
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    pretrain_steps: int = at_least(1, default=3000)
-    joint_steps: int = at_least(1, default=3000)
-    lr: float = at_least(0.0, strict=True, default=3e-3)
-    rbm_steps: int = at_least(1, default=1000)  # per start
-    rbm_lr: float = at_least(0.0, strict=True, default=3e-2)
-    grid: int = at_least(10, default=200)  # resolution of the decision maps
-
-    def __post_init__(self):
-        if len(self.centres) != 4 or any(len(c) != 2 for c in self.centres):
-            raise ConfigError(
-                f"centres: need 4 points in 2-D (one per 2-bit code), got {self.centres}"
-            )
-
-
-@dataclass
-class GMMToySeedConfig(GMMToySettings):
-    """One seed's run: a cell of the grid runner (`TARGET`), which sets `device` and
-    `progress`."""
-
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
-
-
-@dataclass
-class GMMToyConfig(GMMToySettings):
-    """The recipe: a run of every seed of `seeds`, as cells of the grid runner (`sweep`)."""
-
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    sweep: SweepOptions = field(default_factory=SweepOptions)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_seeds(self.seeds)
-
-    def seed_config(self, seed: int) -> GMMToySeedConfig:
-        settings = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(GMMToySettings)}
-        return GMMToySeedConfig(**settings, seed=seed)
 
 
 # --- the model ------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +61,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from ..config import DataConfig, at_least, one_of
+from ..config import DataConfig
 from ..data import TensorData, load_data
 from ..distributions import DiagonalGaussian, GaussianLikelihood, StandardNormal
-from ..errors import ConfigError, VaelabError
+from ..errors import VaelabError
 from ..estimators import LossTerms, ObjectiveTerms
 from ..evaluation.feature_extractors import get_feature_extractor
 from ..evaluation.figures import save_image_grid
@@ -73,96 +73,19 @@ from ..evaluation.sample_quality import fid_protocol, sample_quality
 from ..evaluation.verdicts import REPRODUCED, interval, normal_interval, verdict, verdict_table
 from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE
-from ..registry import DATASETS, NETWORKS
+from ..registry import NETWORKS
 from ..report import fmt, markdown_table
-from ..sweeps import SweepOptions, Target, run_seeds, show
+from ..sweeps import Target, run_seeds, show
 from ..training import fit
 from ..training.distributed import resolve_device
-from .base import check_seeds, experiment, recipe_training
+from .base import experiment
+from .settings import GroundTruthConfig, GroundTruthSeedConfig, GroundTruthSettings, recipe_training
 
 PAPER = [  # Table 1, CelebA 64×64
     ("optimize encoder (conditional likelihood)", -364513.78, 0.13),
     ("optimize encoder and decoder (ELBO, fixed σ)", -5898.94, 77.10),
     ("optimize encoder and decoder (ELBO, learned σ)", 9035.69, 117.87),
 ]
-
-
-@dataclass
-class GroundTruthSettings:
-    """What a seed's run is made of: the truth, the fits and the measurements."""
-
-    dataset: str = one_of(DATASETS, default="fashion-mnist")
-    data_path: str | None = None
-    train_limit: int | None = at_least(1, default=None)  # GAN training images (quick runs)
-    latent_dim: int = at_least(1, default=16)
-    sigma: float = at_least(0.0, strict=True, default=0.1)  # the truth's pixel noise
-    gan_epochs: int = at_least(1, default=5)
-    gan_lr: float = at_least(0.0, strict=True, default=2e-4)
-    encoder_channels: list[int] = field(default_factory=lambda: [32, 64])
-    encoder_hidden: list[int] = field(default_factory=lambda: [256])
-    pretrain_steps: int = at_least(0, default=3000)
-    joint_steps: int = at_least(0, default=3000)
-    batch_size: int = at_least(1, default=128)
-    lr: float = at_least(0.0, strict=True, default=3e-4)
-    eval_samples: int = at_least(2, default=1000)  # held-out ground-truth samples
-    iwae_k: int = at_least(1, default=1000)
-    # AIS (HMC) on the first `ais_examples` held-out samples, the same for every decoder:
-    # IWAE is looser for a decoder with a harder posterior (the truth), so the likelihood
-    # comparison rests on AIS; BDMC on `bdmc_examples` samples simulated from each decoder,
-    # with the same AIS, bounds its error (0: not run, and the verdict is inconclusive).
-    # Defaults: on a full-size run (Fashion-MNIST, 16 latents, σ = 0.1) BDMC gaps were
-    # ≈ 65 / 14 / 3.5 nats at 300 / 1000 / 3000 steps with 4 chains, against an effect of
-    # ≈ 10 nats; cost ∝ (ais_examples + 2·bdmc_examples) · chains · leapfrog · steps per decoder
-    ais_examples: int = at_least(0, default=100)
-    ais_steps: int = at_least(1, default=3000)
-    ais_chains: int = at_least(1, default=4)
-    ais_leapfrog: int = at_least(1, default=5)
-    ais_step_size: float = at_least(0.0, strict=True, default=0.01)  # initial; adapted
-    bdmc_examples: int = at_least(0, default=20)
-    fid_samples: int = at_least(2, default=5000)
-    fid_bootstrap: int = at_least(0, default=20)  # resamplings for the FID's SE (< 2: none)
-    kid_subsets: int = at_least(1, default=100)
-    inception_weights: str | None = None
-
-    def __post_init__(self):
-        if self.ais_examples > self.eval_samples:
-            raise ConfigError(
-                f"ais_examples = {self.ais_examples} > eval_samples = {self.eval_samples}: AIS "
-                "runs on the first held-out samples; raise eval_samples"
-            )
-        for name in ("ais_examples", "bdmc_examples"):
-            if getattr(self, name) == 1:
-                raise ConfigError(f"{name}: 0 (not run) or ≥ 2 (for a standard error), got 1")
-
-
-@dataclass
-class GroundTruthSeedConfig(GroundTruthSettings):
-    """One seed's run: a cell of the grid runner (`TARGET`), which sets `device` and
-    `progress`."""
-
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-
-
-@dataclass
-class GroundTruthConfig(GroundTruthSettings):
-    """The recipe: a run of every seed of `seeds`, as cells of the grid runner (`sweep`). No
-    `device` or `progress`: the runner places every cell (CPU with `sweep.cpus_per_run`
-    threads; CUDA with `sweep.gpus_per_run` > 0) and reports a line per finished cell."""
-
-    seeds: list[int] = field(default_factory=lambda: [0])
-    sweep: SweepOptions = field(default_factory=SweepOptions)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_seeds(self.seeds)
-
-    def seed_config(self, seed: int) -> GroundTruthSeedConfig:
-        settings = {
-            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(GroundTruthSettings)
-        }
-        return GroundTruthSeedConfig(**settings, seed=seed)
 
 
 # --- the GAN ------------------------------------------------------------------------------

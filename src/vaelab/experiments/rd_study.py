@@ -14,13 +14,12 @@ fid.json, aggregate_posteriors.png, samples_*.png and report.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, at_least, one_of
-from ..errors import ConfigError
+from ..config import DataConfig
 from ..evaluation.aggregate_posterior import (
     aggregate_density,
     alignment_across_beta,
@@ -40,13 +39,12 @@ from ..evaluation.rate_distortion import (
 )
 from ..evaluation.verdicts import interval, stat, verdict, verdict_table
 from ..files import atomic_write_text, write_json
-from ..registry import DATASETS, SIGMA_MODES
 from ..report import markdown_table
 from ..sweeps import Cell, show
 from ..sweeps.table import rd_figure
 from .base import experiment
+from .settings import RDStudyConfig
 from .study import (
-    StudyConfig,
     StudyRun,
     decoder_samples,
     first_seed,
@@ -54,30 +52,6 @@ from .study import (
     sample_quality_study,
     train_regimes,
 )
-
-
-@dataclass
-class RDStudyConfig(StudyConfig):
-    dataset: str = one_of(DATASETS, default="fashion-mnist")
-    data_path: str | None = None  # else the data set's environment variable
-    train_limit: int | None = at_least(1, default=None)
-    test_limit: int | None = at_least(1, default=None)
-    sweep_betas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
-    # σ_x of the decoupled regimes: analytic optima by default (no lag behind the decoder at
-    # CPU budgets); "learned-shared" / "learned-beta" learn it instead
-    decoupled_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-shared")  # regime (ii)
-    conditional_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-shared")  # regime (iv)
-    rd_points: int = at_least(2, default=9)  # β grid of the conditional curves
-    posterior_channels: int = at_least(1, default=4)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if any(b <= 0 for b in self.sweep_betas) or not self.sweep_betas:
-            raise ConfigError(f"sweep_betas: need positive values, got {self.sweep_betas}")
-        DECOUPLED_SWEEP.check_sigma_mode(self.decoupled_sigma_mode, "decoupled_sigma_mode")
-        DECOUPLED_CONDITIONAL.check_sigma_mode(
-            self.conditional_sigma_mode, "conditional_sigma_mode"
-        )
 
 
 def study_cells(cfg: RDStudyConfig) -> list[Cell]:

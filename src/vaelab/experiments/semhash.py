@@ -39,15 +39,14 @@ runner (`sweeps`, target `SEMHASH`) and tabulates the means over seeds with 95 %
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from ..config import Config, DataConfig, ModelConfig, at_least, one_of
+from ..config import Config, DataConfig, ModelConfig
 from ..data.bow import (  # noqa: F401  (collapsed_baseline: re-exported for callers)
     NEWS_NAME,
     NEWS_RAINBOW_NAME,
@@ -56,16 +55,14 @@ from ..data.bow import (  # noqa: F401  (collapsed_baseline: re-exported for cal
     in_conventions,
 )
 from ..distributions.multinomial import CONVENTIONS
-from ..errors import ConfigError, VaelabError
+from ..errors import VaelabError
 from ..evaluation import evaluate
 from ..files import atomic_write_text, read_jsonl, write_json
 from ..models import build_vae
-from ..registry import ESTIMATORS
 from ..report import markdown_table
 from ..runs import WORD_COUNTS, load_run_data, seed_everything, word_count_measures
 from ..sweeps import (
     Cell,
-    SweepOptions,
     Target,
     interval,
     make_cell,
@@ -74,15 +71,15 @@ from ..sweeps import (
     summarise,
 )
 from ..training import Trainer
-from .base import check_seeds, experiment, recipe_training
-
-SCHEDULES = {"paper": (1000, 500), "short": (20, 2)}  # epochs with 1 sample, then with 10
-# which test NELBO a cell reports: after the last epoch, or the lowest of the per-epoch test
-# estimates (the paper's and its reproduction's rule: it looks at the test set, and a minimum
-# of noisy estimates is biased low)
-SELECTIONS = ("final", "lowest")
-# preprocessing → data set (`data.bow`'s presets)
-DATASETS_BY_PREPROCESSING = {"vaelab": NEWS_NAME, "rainbow": NEWS_RAINBOW_NAME}
+from .base import experiment
+from .settings import (
+    DATASETS_BY_PREPROCESSING,
+    ENCODERS,
+    SemhashConfig,
+    SemhashSettings,
+    SemhashTableConfig,
+    recipe_training,
+)
 
 # Table 2 of the paper, test NELBO (convention unstated), decoder depth 0..2 × e1, e2, e3
 PAPER_TEST = {
@@ -97,88 +94,6 @@ PAPER_TRAIN = {
     32: {0: (337, 358, 412), 1: (165, 189, 403), 2: (132, 159, 411)},
     64: {0: (296, 324, 407), 1: (171, 189, 398), 2: (134, 149, 409)},
 }
-ENCODERS = ("e1", "e2", "e3")
-
-
-def check_discrete_estimator(name: str) -> None:
-    """The codes are bits: refuse an estimator that is not for discrete latents."""
-    if not ESTIMATORS.get(name).discrete:
-        usable = ", ".join(n for n in ESTIMATORS if ESTIMATORS.get(n).discrete)
-        raise ConfigError(
-            f"estimator: {name!r} is not an estimator for binary codes; use one of: {usable}"
-        )
-
-
-@dataclass
-class SemhashSettings:
-    """What the VAEs of a semantic-hashing recipe share: the corpus, the estimator, the
-    two-phase schedule and the optimiser."""
-
-    data_path: str | None = None  # 20news-bydate.tar.gz or a load_files folder; else $VAELAB_20NEWS
-    vocab_size: int = at_least(1, default=10_000)
-    estimator: str = one_of(ESTIMATORS, default="disarm")  # one for discrete codes
-    schedule: str = one_of(tuple(SCHEDULES), default="short")
-    epochs_single: int | None = at_least(0, default=None)  # overrides the schedule's phase 1
-    epochs_multi: int | None = at_least(0, default=None)  # … and phase 2
-    samples_multi: int = at_least(2, default=10)
-    batch_size: int = at_least(1, default=100)
-    lr: float = at_least(0.0, strict=True, default=1e-3)
-    train_limit: int | None = at_least(1, default=None)
-    test_limit: int | None = at_least(1, default=None)
-    selection: str = one_of(SELECTIONS, default="final")  # "lowest": test set every epoch
-    preprocessing: str = one_of(tuple(DATASETS_BY_PREPROCESSING), default="vaelab")
-    strip_headers: bool | str = "auto"  # "auto" | true | false, as data.strip_headers
-    count_smoothing: bool = False  # the reproduction's pseudo-word per document
-
-    def __post_init__(self):
-        check_discrete_estimator(self.estimator)
-        if isinstance(self.strip_headers, str) and self.strip_headers != "auto":
-            raise ConfigError(f'strip_headers: "auto", true or false, got {self.strip_headers!r}')
-        if self.total_epochs == 0:
-            raise ConfigError("epochs_single + epochs_multi: need at least one epoch")
-
-    @property
-    def word_counts(self) -> dict:
-        """The runs' `runs.WORD_COUNTS` settings ({} without count smoothing, so runs
-        started before the option resume)."""
-        return {"count_smoothing": True} if self.count_smoothing else {}
-
-    def data_label(self) -> str:
-        """The data settings in words, for reports."""
-        smoothing = (
-            "count smoothing (the reproduction's)" if self.count_smoothing else "no count smoothing"
-        )
-        return (
-            f"preprocessing {self.preprocessing!r}, strip_headers = "
-            f"{json.dumps(self.strip_headers)}, {smoothing}"
-        )
-
-    @property
-    def phases(self) -> list[tuple[int, int]]:
-        """(epochs, samples) of each phase."""
-        single, multi = SCHEDULES[self.schedule]
-        single = single if self.epochs_single is None else self.epochs_single
-        multi = multi if self.epochs_multi is None else self.epochs_multi
-        return [(single, 1), (multi, self.samples_multi)]
-
-    @property
-    def total_epochs(self) -> int:
-        """Epochs over both phases."""
-        return sum(epochs for epochs, _ in self.phases)
-
-
-@dataclass
-class SemhashConfig(SemhashSettings):
-    """One semantic-hashing VAE: the shared settings, its encoder, code length and decoder."""
-
-    encoder: str = one_of(ENCODERS, default="e1")
-    bits: int = at_least(1, default=64)
-    decoder_depth: int = at_least(0, default=0)
-    decoder_width: int = at_least(1, default=512)
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = at_least(1, default=None)  # torch threads (None: torch's default)
-    progress: bool = True
 
 
 def paper_value(paper: dict, encoder: str, bits: int, depth: int) -> int | None:
@@ -383,40 +298,21 @@ METRICS = (
 SEMHASH = Target("semhash", SemhashConfig, semhash_cell, "seed", "device", {"progress": False})
 
 
-@dataclass
-class SemhashTableConfig(SemhashSettings):
-    """Table 2: a `SemhashConfig` per encoder × bits × decoder depth × seed, each a cell of
-    the grid runner (`sweep`: its options; Ray when installed)."""
-
-    encoders: list[str] = field(default_factory=lambda: list(ENCODERS))
-    bits: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
-    depths: list[int] = field(default_factory=lambda: [0, 1, 2])
-    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed of every cell
-    sweep: SweepOptions = field(default_factory=SweepOptions)
-
-    def __post_init__(self):
-        super().__post_init__()
-        for e in self.encoders:
-            if e not in ENCODERS:
-                raise ConfigError(f"encoders: unknown encoder {e!r}; use {', '.join(ENCODERS)}")
-        if any(b < 1 for b in self.bits) or any(d < 0 for d in self.depths):
-            raise ConfigError("bits must be ≥ 1 and depths ≥ 0")
-        check_seeds(self.seeds)
-
-    def cells(self) -> list[Cell]:
-        """`<encoder>-<bits>bit-depth<depth>/seed<s>`, point {encoder, bits, depth}."""
-        shared = {f.name: getattr(self, f.name) for f in fields(SemhashSettings)}
-        cells = []
-        for d in self.depths:
-            for b in self.bits:
-                for e in self.encoders:
-                    config = SemhashConfig(**shared, encoder=e, bits=b, decoder_depth=d)
-                    point = {"encoder": e, "bits": b, "depth": d}
-                    cells += [
-                        make_cell(SEMHASH, f"{e}-{b}bit-depth{d}/seed{s}", config, point, s)
-                        for s in self.seeds
-                    ]
-        return cells
+def table_cells(cfg: SemhashTableConfig) -> list[Cell]:
+    """The table's cells: `<encoder>-<bits>bit-depth<depth>/seed<s>`, point {encoder, bits,
+    depth}."""
+    shared = {f.name: getattr(cfg, f.name) for f in fields(SemhashSettings)}
+    cells = []
+    for d in cfg.depths:
+        for b in cfg.bits:
+            for e in cfg.encoders:
+                config = SemhashConfig(**shared, encoder=e, bits=b, decoder_depth=d)
+                point = {"encoder": e, "bits": b, "depth": d}
+                cells += [
+                    make_cell(SEMHASH, f"{e}-{b}bit-depth{d}/seed{s}", config, point, s)
+                    for s in cfg.seeds
+                ]
+    return cells
 
 
 @experiment(
@@ -427,7 +323,7 @@ class SemhashTableConfig(SemhashSettings):
 def run_semhash_table(cfg: SemhashTableConfig, run_dir: Path) -> dict:
     """Run (or resume) every cell, then write table.json and report.md (and the grid runner's
     sweep.md) of what finished; refuses, naming them, when cells failed."""
-    records = run_sweep(cfg.cells(), run_dir, SEMHASH, cfg.sweep)
+    records = run_sweep(table_cells(cfg), run_dir, SEMHASH, cfg.sweep)
     rows = table_rows(records, cfg)
     failed = [
         {"cell": r["name"], "error": r.get("error", r["status"])}

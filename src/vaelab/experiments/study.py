@@ -8,14 +8,14 @@ by FID/KID/MMD against test images (`evaluation.sample_quality`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..config import Config, DataConfig, ModelConfig, TrainConfig, at_least
+from ..config import Config, DataConfig, ModelConfig, TrainConfig
 from ..data import ImageData, load_data
 from ..errors import VaelabError
 from ..evaluation.feature_extractors import get_feature_extractor
@@ -26,23 +26,7 @@ from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, t
 from ..runs import Run, load_run
 from ..sweeps import TRAIN, Cell, make_cell, run_sweep
 from ..training import fit
-from .base import RecipeConfig
-
-
-@dataclass
-class StudyConfig(RecipeConfig):
-    """A recipe comparing regimes by sample quality too: the shared architecture, budget and
-    β-conditional settings (`RecipeConfig`) and the sample-quality settings."""
-
-    fid_samples: int = at_least(2, default=2000)
-    fid_bootstrap: int = at_least(0, default=20)  # resamplings for the FID's standard error
-    kid_subsets: int = at_least(1, default=100)
-    inception_weights: str | None = None  # pytorch-fid weights file; else a dataset classifier
-    # FID also of two-stage samples (Dai & Wipf 2019): a second VAE per run fitted to its
-    # aggregated posterior (one β-conditional second stage for a β-conditional run); 0 = off
-    second_stage_steps: int = at_least(0, default=2000)
-    second_stage_hidden: list[int] = field(default_factory=lambda: [256, 256])
-
+from .settings import RecipeConfig, StudyConfig
 
 # --- the runs --------------------------------------------------------------------------------
 

@@ -13,55 +13,16 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import torch
 
-from ..config import at_least
+from ..config import SweepOptions
 from ..errors import ConfigError, VaelabError
 from ..files import read_json, write_json
 from .cells import CELL_RECORD, Cell, Target
-
-
-@dataclass
-class SweepOptions:
-    """Where and how a sweep's cells run (`vaelab sweep` flags; a recipe's `sweep` section)."""
-
-    address: str | None = None  # a Ray cluster ("auto", "host:6379", "ray://host:10001")
-    # Ray CPUs and torch threads of a cell; None: this machine's cores shared among the
-    # sweep's cells (all of them for one cell, 1 each for as many cells as cores; 1 on a cluster)
-    cpus_per_run: int | None = at_least(1, default=None)
-    # GPUs of a cell, > 0: it runs on CUDA (0.25: four per GPU); None: one GPU per cell on a
-    # machine with CUDA, else (and on a cluster) none
-    gpus_per_run: float | None = at_least(0.0, default=None)
-    max_concurrent: int | None = at_least(1, default=None)  # cells at once (default: all fit)
-    in_process: bool = False  # one after another here, even when Ray is installed
-    progress: bool = True  # a line per finished cell
-
-    @property
-    def gpus(self) -> float:
-        """`gpus_per_run`, or its default."""
-        if self.gpus_per_run is not None:
-            return self.gpus_per_run
-        local = not (self.address or os.environ.get("RAY_ADDRESS"))
-        return 1.0 if local and torch.cuda.is_available() else 0.0
-
-    @property
-    def device(self) -> str:
-        """Where a cell runs: CUDA (the GPU Ray gives it, or this machine's) or the CPU."""
-        return "cuda" if self.gpus > 0 else "cpu"
-
-    def cpus(self, cells: int) -> int:
-        """`cpus_per_run`, or its default for a sweep of `cells` cells. It depends on the
-        sweep and the machine only, so a rerun (Ray or in-process) gives a cell what it had."""
-        if self.cpus_per_run is not None:
-            return self.cpus_per_run
-        if self.address or os.environ.get("RAY_ADDRESS"):
-            return 1
-        return max(1, (os.cpu_count() or 1) // max(1, cells))
 
 
 def one_line(exc: BaseException) -> str:
