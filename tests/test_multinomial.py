@@ -161,3 +161,18 @@ def test_smoothed_counts_are_used_densely_and_equal_the_dense_formula(convention
     (grad_new,) = torch.autograd.grad(new.sum(), out)
     (grad_old,) = torch.autograd.grad(old.sum(), out)
     torch.testing.assert_close(grad_new, grad_old)
+
+
+@pytest.mark.parametrize("chunk", [V, 3 * V, 10**9])  # one row, 3 rows, everything at once
+def test_without_gradients_the_normaliser_comes_in_chunks_with_the_same_values(
+    chunk, monkeypatch, path
+):
+    """Evaluation computes A chunk by chunk in one buffer (no softmax kept): the values are
+    those of the definition, and of the training path."""
+    monkeypatch.setattr(multinomial, "CHUNK", chunk)
+    x, out = counts(), logits(shift=40.0)
+    lik = MultinomialLikelihood((V,), "full")
+    with torch.no_grad():
+        evaluated = lik(x, out).nll_samples
+    torch.testing.assert_close(evaluated, lik(x, out).nll_samples.detach(), rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(evaluated, dense_nll(x, out, "full").detach())
