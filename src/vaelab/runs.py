@@ -413,18 +413,25 @@ def word_count_report(measures: dict[str, Any], options: dict[str, Any]) -> list
         f"convention): train {measures['gain']['train']:.2f}, test "
         f"{measures['gain']['test']:.2f} nats per document.\n",
     ]
-    retrieval = measures.get("retrieval")
-    if retrieval:
-        lines += [
-            "\n## Retrieval (test queries vs the training set, Hamming distance)\n",
-            "Ties in distance count in expectation over a random order; chance: one constant "
-            "code for every document.\n",
-            markdown_table(
-                ["measure", "value", "chance"],
-                [
-                    [name, retrieval[name], retrieval[f"chance_{name}"]]
-                    for name in ("precision_at_100", "precision_within_radius_2", "map")
-                ],
-            ),
-        ]
+    if measures.get("retrieval"):
+        lines += retrieval_section(measures["retrieval"])
     return lines
+
+
+def retrieval_section(retrieval: dict) -> list[str]:
+    """Report lines for the measures of `evaluation.retrieval.retrieval_metrics`, each beside
+    its chance level."""
+    return [
+        "\n## Retrieval (test queries vs the training set, Hamming distance)\n",
+        "Ties in distance count in expectation over a random order (`evaluation.retrieval`); "
+        "chance: one constant code for every document.\n",
+        markdown_table(
+            ["measure", "value", "chance"],
+            [
+                [name, retrieval[name], retrieval[f"chance_{name}"]]
+                for name in ("precision_at_100", "precision_within_radius_2", "map")
+            ],
+        ),
+        f"\nQueries with no document within Hamming radius 2 (scored 0): "
+        f"{retrieval['empty_within_radius_2']:.1%}.\n",
+    ]

@@ -60,7 +60,13 @@ from ..evaluation import evaluate
 from ..files import atomic_write_text, read_jsonl, write_json
 from ..models import build_vae
 from ..report import markdown_table
-from ..runs import WORD_COUNTS, load_run_data, seed_everything, word_count_measures
+from ..runs import (
+    WORD_COUNTS,
+    load_run_data,
+    retrieval_section,
+    seed_everything,
+    word_count_measures,
+)
 from ..sweeps import (
     Cell,
     Target,
@@ -219,7 +225,6 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         [c, result["train"][k], result["test"][k], base["train"][k], base["test"][k]]
         for c, k in keys.items()
     ]
-    retrieval = result["retrieval"]
     report = [
         f"# Semantic hashing: {cfg.encoder}, {cfg.bits} bits, decoder depth {cfg.decoder_depth}\n",
         f"{result['documents']['train']} training / {result['documents']['test']} test documents, "
@@ -239,18 +244,7 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         selection_text(result),
         f"\nPaper (Table 2, test, 1500 epochs, its convention unstated, on the Rainbow-lexed "
         f"corpus, the lowest estimate over epochs): {reference}.\n",
-        "## Retrieval (test queries vs the training set, Hamming distance)\n\n"
-        "Ties in distance count in expectation over a random order (`evaluation.retrieval`); "
-        "chance: one constant code for every document.\n",
-        markdown_table(
-            ["measure", "value", "chance"],
-            [
-                [name, retrieval[name], retrieval[f"chance_{name}"]]
-                for name in ("precision_at_100", "precision_within_radius_2", "map")
-            ],
-        ),
-        f"\nQueries with no document within Hamming radius 2 (scored 0): "
-        f"{retrieval['empty_within_radius_2']:.1%}.\n",
+        *retrieval_section(result["retrieval"]),
         f"\nThe final weights are in `{final_run}/` (each phase keeps its checkpoint); "
         f"`vaelab eval {run_dir / final_run}` re-evaluates them without retraining.\n",
     ]
