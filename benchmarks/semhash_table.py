@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from vaelab.experiments.semhash import SemhashTableConfig, best_encoder_per_row, run_semhash_table
+from vaelab.experiments.semhash import best_encoder_per_row, run_semhash_table
+from vaelab.experiments.settings import SemhashTableConfig
 from vaelab.files import write_json
 from vaelab.sweeps import SweepOptions
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from vaelab.cli import main
-from vaelab.data.bow import load_bow_corpus, smooth_counts
-from vaelab.experiments.semhash import collapsed_baseline
+from vaelab.data.bow import collapsed_baseline, load_bow_corpus, smooth_counts
 
 TOPICS = {
     "comp.graphics": "pixel image render shader polygon texture colour screen",

@@ -13,7 +13,7 @@ base measure); its public reproduction (ReScience C 9(2), 2023, code proger/vae)
 `saturated` on the Rainbow-lexed corpus, with a small count smoothing, and the lowest
 one-sample test estimate over its epochs. Absolute NELBOs of different preprocessings are
 not comparable: beside each is the **collapsed baseline** (the training unigram for every
-document, rate 0, `collapsed_baseline`) and the model's **gain** over it — the same in every
+document, rate 0, `data.bow.collapsed_baseline`) and the model's **gain** over it — the same in every
 convention, since a convention adds the same constant per document to both. Retrieval
 (`evaluation.retrieval`): precision@100, precision within Hamming radius 2 and MAP of test
 queries against the training set, codes 1[q(z|x) > ½], relevant = same newsgroup, ties
@@ -47,13 +47,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, DataConfig, ModelConfig
-from ..data.bow import (  # noqa: F401  (collapsed_baseline: re-exported for callers)
-    NEWS_NAME,
-    NEWS_RAINBOW_NAME,
-    collapsed_baseline,
-    convention_shifts,
-    in_conventions,
-)
+from ..data.bow import convention_shifts, in_conventions
 from ..distributions.multinomial import CONVENTIONS
 from ..errors import VaelabError
 from ..evaluation import evaluate
