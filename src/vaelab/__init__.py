@@ -19,6 +19,10 @@ _LAZY = {  # public name → the module that defines it
     "VAE": "models",
     "build_vae": "models",
     "sweep": "sweeps",
+    "sample": "evaluation.inspection",
+    "traverse": "evaluation.inspection",
+    "traverse_betas": "evaluation.inspection",
+    "interpolate": "evaluation.inspection",
 }
 
 

@@ -1,4 +1,5 @@
-"""Command line: `vaelab train | eval | rd | consistency | sweep | sweep-report | run | demo`.
+"""Command line: `vaelab train | eval | rd | consistency | sample | traverse | interpolate |
+sweep | sweep-report | run | demo`.
 
 Errors the user can fix print one line and exit with code 2 (a skipped part prints one
 warning line); an interrupted run exits with 130 and resumes when the same command is run
@@ -93,12 +94,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_run(args: argparse.Namespace):
-    """The trained run named by `args.run_dir`, on `args.device`."""
+def _existing_run(args: argparse.Namespace, weights: str = "raw"):
+    """The trained run named by `args.run_dir`, on `args.device`, with its `weights`."""
     run_dir = _existing_dir(args.run_dir)
     from .runs import load_run
 
-    return load_run(run_dir, device=_device(args.device))
+    return load_run(run_dir, device=_device(args.device), weights=weights)
 
 
 def _device(name: str) -> str:
@@ -123,12 +124,14 @@ def _existing_dir(path: str, what: str = "run directory") -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    run = _existing_run(args)
-    from .runs import require_finite, write_run_report
+    run = _existing_run(args, args.weights)
+    from .runs import report_path, require_finite, write_run_report
 
     run_dir = run.run_dir
     _print_metrics(write_run_report(run))
-    print(f"wrote {run_dir / 'eval.json'}, report.md and figures")
+    print(
+        f"wrote {report_path(run, 'eval.json')}, {report_path(run, 'report.md').name} and figures"
+    )
     if args.loglik:
         from .evaluation.loglik import evaluate_log_likelihood
         from .files import write_json
@@ -137,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             run.model, run.test_data, method=args.loglik, k=args.k, examples=args.examples
         )
         require_finite(result, f"{args.loglik} log-likelihood of {run_dir}")
-        write_json(run_dir / f"loglik_{args.loglik}.json", result)
+        write_json(report_path(run, f"loglik_{args.loglik}.json"), result)
         print(
             f"{args.loglik} log-likelihood (k = {args.k}, {result['examples']} test examples): "
             f"{result['log_likelihood']:.4g} ± {result['std_error']:.2g} nats"
@@ -193,6 +196,201 @@ def cmd_consistency(args: argparse.Namespace) -> int:
         print(f"{key:24s} {value:.6g}" if isinstance(value, float) else f"{key:24s} {value}")
     print(f"wrote {run_dir / 'consistency.json'}")
     return 0
+
+
+# --- looking at a model: sample, traverse, interpolate -----------------------------------------
+
+
+def _png_out(path: str | None) -> Path | None:
+    """`--out FILE` checked before the run is loaded: a .png name in a writable folder."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {path!r}: the figure is a PNG; name a .png file")
+    if out.is_dir():
+        raise ConfigError(f"--out {path!r} is a directory; name a .png file")
+    writable_dir(out.parent, "--out folder")
+    return out
+
+
+def _image_run(args: argparse.Namespace, betas: list[float]):
+    """The run of `args` (its `--weights`) when its data are images, each β of `betas`
+    allowed for its model: one line for an unconditional model, a warning for a β outside a
+    conditional one's training range (it extrapolates there)."""
+    run = _existing_run(args, args.weights)
+    from .data import ImageData
+    from .evaluation.inspection import beta_outside_range
+
+    if not isinstance(run.test_data, ImageData):
+        raise VaelabError(
+            f"vaelab {args.command}: {run.config.data.name} holds no images, and the figures are "
+            "image grids; for other data call vaelab.sample / traverse / interpolate in Python"
+        )
+    model = run.model
+    if betas and not model.conditional:
+        raise ConfigError(
+            f"--beta{'s' if len(betas) > 1 else ''}: {str(run.run_dir)!r} is not β-conditional "
+            f"(trained at β = {model.beta:g}, model.conditioning unset); leave it out"
+        )
+    for beta in beta_outside_range(model, betas):
+        low, high = model.beta_prior.low, model.beta_prior.high
+        warn(
+            f"β = {beta:g} is outside the model's training range [{low:g}, {high:g}]: "
+            "it extrapolates there"
+        )
+    return run
+
+
+def _test_example(run, index: int, flag: str):
+    """Test example `index` of `run` as a batch of one; one line naming `flag` when it does
+    not exist."""
+    n = len(run.test_data)
+    if index >= n:
+        raise ConfigError(
+            f"{flag}: test example {index} does not exist (the test set has {n}: 0..{n - 1})"
+        )
+    return run.test_data.batch(slice(index, index + 1))
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    out = _png_out(args.out)
+    if args.second_stage is not None and args.sampler != "two-stage":
+        raise ConfigError("--second-stage is the model of --sampler two-stage; add that or drop it")
+    second = args.second_stage and _existing_dir(args.second_stage, "second-stage directory")
+    run = _image_run(args, [args.beta] if args.beta else [])
+    from .evaluation.figures import save_image_grid
+    from .evaluation.inspection import find_second_stage, sample
+
+    if args.sampler == "two-stage" and not second:
+        second = find_second_stage(run.run_dir)
+        if second is None:
+            raise VaelabError(
+                f"--sampler two-stage: no second stage of {str(run.run_dir)!r} found (a study "
+                "keeps them in <study>/second-stage/<run>); name one with --second-stage DIR"
+            )
+    result = sample(run.model, args.n, args.beta, args.temperature, args.sampler, second, args.seed)
+    path = out or run.run_dir / f"sample_{args.sampler}.png"
+    codes = "z = T·ε, ε ~ p(z)" if args.sampler == "prior" else "z from the second stage"
+    at = f", β = {args.beta:g}" if args.beta else ""
+    title = f"decoder means, {codes}, T = {args.temperature:g}{at}, seed {args.seed}"
+    save_image_grid(path, result.means, ncol=min(args.n, 8), title=title)
+    print(f"wrote {path}" + (f" (second stage {second})" if second else ""))
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    out = writable_dir(args.out, "--out folder") if args.out else None
+    run = _image_run(args, args.betas or ([args.beta] if args.beta else []))
+    from .evaluation.figures import save_traversal_gif, save_traversal_grid
+    from .evaluation.inspection import traverse, traverse_betas
+
+    x = None if args.origin else _test_example(run, args.example, "--example")
+    data, spread = run.test_data, (args.steps, args.span)
+    if args.betas:
+        t = traverse_betas(
+            run.model, x, args.betas, args.dims, *spread, data=data, max_dims=args.max_dims
+        )
+        means, name = t.means.flatten(0, 1), "traverse_betas"
+        labels = [f"β={b:g} z{j}" for b in t.betas for j in t.dims]
+        kl = [sum(k[d] for k in t.kl) / len(t.kl) for d in range(len(t.dims))]
+        ncol = len(t.dims)  # a GIF row per β
+    else:
+        t = traverse(run.model, x, args.dims, *spread, args.beta, data=data, max_dims=args.max_dims)
+        means, name, labels, kl = t.means, "traverse", [f"z{j}" for j in t.dims], t.kl
+        ncol = None
+    folder = out or run.run_dir
+    around = "z = 0" if x is None else f"the posterior mean of test example {args.example}"
+    save_traversal_grid(
+        folder / f"{name}.png",
+        means,
+        labels,
+        title=f"each z_j over ±{args.span:g} prior s.d. around {around}",
+        xlabel=f"{args.steps} steps of z_j",
+    )
+    save_traversal_gif(folder / f"{name}.gif", means, ncol=ncol)
+    by_kl = ", ".join(f"z{j} {k:.3g}" for j, k in zip(t.dims, kl))
+    print(f"dimensions (mean KL, nats{', over the βs' if args.betas else ''}): {by_kl}")
+    print(f"wrote {folder / name}.png and {name}.gif")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    out = _png_out(args.out)
+    run = _image_run(args, [args.beta] if args.beta else [])
+    import torch
+
+    from .evaluation.figures import save_traversal_grid
+    from .evaluation.inspection import interpolate
+
+    i, j = args.pair
+    x_a, x_b = _test_example(run, i, "--pair"), _test_example(run, j, "--pair")
+    result = interpolate(run.model, x_a, x_b, args.steps, args.mode, args.beta)
+    if result.mode != args.mode:
+        warn(
+            f"the posterior means of {i} and {j} are (anti)parallel or zero: interpolated linearly"
+        )
+    path = out or run.run_dir / "interpolate.png"
+    images = torch.cat([x_a.to(result.means.device), result.means, x_b.to(result.means.device)])
+    title = f"test examples {i} and {j} (ends); {result.mode} between their posterior means"
+    xlabel = f"{args.steps} codes, ends included"
+    save_traversal_grid(path, images[None], [f"{i} → {j}"], title=title, xlabel=xlabel)
+    print(f"wrote {path}")
+    return 0
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer ≥ `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low}, got {text}")
+        return value
+
+    return parse
+
+
+def _positive_number(what: str):
+    """An argparse type: a positive finite number."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{what} must be a positive finite number, got {text}")
+        return value
+
+    return parse
+
+
+def _list_of(parse, what: str, length: int | None = None):
+    """An argparse type: comma-separated values, each by `parse` (`length` of them)."""
+
+    def parse_list(text: str) -> list:
+        values = [parse(part.strip()) for part in text.split(",")]
+        if length is not None and len(values) != length:
+            raise argparse.ArgumentTypeError(f"expected {length} {what}, got {text!r}")
+        return values
+
+    return parse_list
+
+
+def _add_inspection_args(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--weights",
+        choices=["raw", "ema"],
+        default="raw",
+        help="the weights as trained, or their moving average (runs with train.ema_decay)",
+    )
+    p.add_argument("--out", help=f"{out} (default: in the run directory)")
 
 
 def _positive_int(text: str) -> int:
@@ -327,7 +525,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--examples", type=_positive_int, help="test examples for --loglik (default all)"
     )
+    p.add_argument(
+        "--weights",
+        choices=["raw", "ema"],
+        default="raw",
+        help="the weights as trained (default) or their moving average (train.ema_decay); "
+        "ema writes eval_ema.json, report_ema.md, …",
+    )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="decoder means of codes from the prior or a second stage")
+    _add_inspection_args(p, "PNG file (default: sample_<sampler>.png)")
+    p.add_argument("--n", type=_positive_int, default=64, help="samples (default 64)")
+    p.add_argument("--beta", type=_positive_float, help="β of a β-conditional model")
+    p.add_argument(
+        "--temperature",
+        type=_positive_number("--temperature"),
+        default=1.0,
+        help="z = T·ε, ε ~ N(0, I) (default 1)",
+    )
+    p.add_argument("--sampler", choices=["prior", "two-stage"], default="prior")
+    p.add_argument(
+        "--second-stage",
+        metavar="RUN2",
+        help="the second stage's fit directory (default: <study>/second-stage/<run>)",
+    )
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "traverse", help="latent traversals (PNG grid and GIF), active dimensions by KL"
+    )
+    _add_inspection_args(p, "folder for traverse.png and traverse.gif")
+    p.add_argument(
+        "--dims",
+        type=_list_of(_int_at_least(0), "dimensions"),
+        help="dimensions, e.g. 0,3,1 (default: the active ones by mean KL, largest first)",
+    )
+    p.add_argument("--max-dims", type=_positive_int, help="at most this many (default all)")
+    p.add_argument("--steps", type=_int_at_least(2), default=9, help="values per dimension")
+    p.add_argument(
+        "--span", type=_positive_number("--span"), default=3.0, help="± prior s.d. (default 3)"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--example", type=_int_at_least(0), default=0, help="around this test example (default 0)"
+    )
+    where.add_argument("--origin", action="store_true", help="around z = 0 instead")
+    betas = p.add_mutually_exclusive_group()
+    betas.add_argument("--beta", type=_positive_float, help="β of a β-conditional model")
+    betas.add_argument(
+        "--betas",
+        type=_list_of(_positive_float, "βs"),
+        help="a traversal per β, e.g. 0.1,1,10 (traverse_betas.png/.gif)",
+    )
+    p.set_defaults(func=cmd_traverse)
+
+    p = sub.add_parser("interpolate", help="decodes between two test examples' posterior means")
+    _add_inspection_args(p, "PNG file (default: interpolate.png)")
+    p.add_argument(
+        "--pair",
+        type=_list_of(_int_at_least(0), "test example indices", 2),
+        default=[0, 1],
+        metavar="I,J",
+        help="test examples (default 0,1)",
+    )
+    p.add_argument("--steps", type=_int_at_least(2), default=9, help="codes, ends included")
+    p.add_argument("--mode", choices=["linear", "spherical"], default="linear")
+    p.add_argument("--beta", type=_positive_float, help="β of a β-conditional model")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("rd", help="rate–distortion of every run below RUN_DIR over a β grid")
     p.add_argument("run_dir")

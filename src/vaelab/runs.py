@@ -9,6 +9,12 @@ a pass after training), the collapsed baseline and the gain over it, and retriev
 codes when the posterior has them (`word_count_measures`). A recipe may store settings of its
 data that `DataConfig` lacks under the checkpoint config's `WORD_COUNTS` section
 ({"count_smoothing": true}: `data.bow.smooth_counts`); loading a run applies them.
+
+Weights: a run is loaded with the weights it trained (`weights="raw"`) or, when its
+checkpoint holds them, with their exponential moving average (`weights="ema"`: tensors
+`ema.<state_dict key>` beside `model.<key>`, metadata {"ema": {"decay": d}}, kept when
+`train.ema_decay` is set); the report of an EMA-loaded run goes to files named with `_ema`
+(eval_ema.json, report_ema.md, …: `report_path`), so it stands beside the raw one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .checkpoint import checkpoint_metadata, load_checkpoint, load_model_weights
 from .config import Config, from_dict
@@ -38,7 +45,13 @@ from .data.bow import (
 from .distributions.multinomial import CONVENTIONS
 from .errors import CheckpointError, ConfigError, DataError, VaelabError
 from .evaluation import evaluate
-from .evaluation.figures import plot_training_curves, save_image_grid, save_reconstructions
+from .evaluation.figures import (
+    plot_training_curves,
+    save_image_grid,
+    save_reconstructions,
+    save_traversal_grid,
+)
+from .evaluation.inspection import traverse
 from .evaluation.kl_decomposition import latent_usage
 from .evaluation.retrieval import binary_codes, retrieval_metrics
 from .files import atomic_write_text, read_jsonl, write_json
@@ -53,6 +66,9 @@ WORD_COUNTS = "word_counts"  # checkpoint config section: data settings beyond D
 WORD_COUNT_OPTIONS = {"count_smoothing": bool}  # what that section may hold
 NELBO_BATCH = 100  # batch of the word-count NELBO pass (its Monte-Carlo draws depend on it)
 RETRIEVAL_K = 100  # precision@k of word-count runs
+WEIGHTS = ("raw", "ema")  # what `load_run` loads: the trained weights or their EMA
+EMA = "ema"  # checkpoint: tensors ema.<state_dict key>, metadata {"ema": {"decay": d}}
+TRAVERSAL = {"max_dims": 8, "steps": 9, "span": 3.0}  # the report's traversal figure
 
 
 @dataclass
@@ -64,6 +80,8 @@ class Run:
     state: TrainState | None = None
     train_data: Any = None  # kept for word-count runs (baseline, retrieval database)
     word_counts: dict[str, Any] = field(default_factory=dict)  # the `WORD_COUNTS` section
+    weights: str = "raw"  # `WEIGHTS`: what the model holds
+    ema_decay: float | None = None  # the EMA's decay when weights == "ema"
 
 
 def seed_everything(seed: int) -> None:
@@ -136,13 +154,26 @@ def require_finite(metrics: dict, what: str) -> None:
         raise VaelabError(f"{what} is not finite ({shown}); the weights give no valid measure")
 
 
-def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | None = None) -> Run:
+def load_run(
+    run_dir: str | Path,
+    device: str = "auto",
+    test_data: ImageData | None = None,
+    weights: str = "raw",
+) -> Run:
     """Rebuild a trained model from its run directory (weights and config from the checkpoint).
 
-    `test_data`: the run's test set when the caller already holds it (else it is loaded)."""
+    `test_data`: the run's test set when the caller already holds it (else it is loaded).
+    `weights`: "raw" (as trained) or "ema" (their moving average; one line naming
+    train.ema_decay when the checkpoint holds none)."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights {weights!r} unknown; known: {', '.join(WEIGHTS)}")
     run_dir = Path(run_dir)
     path = checkpoint_file(run_dir)
     tensors, meta = load_checkpoint(path)
+    source, ema_decay = str(path), None
+    if weights == EMA:
+        tensors, ema_decay = ema_tensors(path, tensors, meta)
+        source += " (EMA weights)"
     cfg = stored_config(path, meta)
     options = word_count_options(path, meta)
     train_data = None
@@ -151,7 +182,7 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
         if not isinstance(test_data, BowData):
             train_data = None  # only word-count reports need it
     model = build_vae(cfg.model, test_data.shape)
-    load_model_weights(model, tensors, str(path))
+    load_model_weights(model, tensors, source)
     model.to(distributed.resolve_device(device)).eval()
     state = TrainState(
         step=meta["step"],
@@ -159,7 +190,30 @@ def load_run(run_dir: str | Path, device: str = "auto", test_data: ImageData | N
         finished=meta["finished"],
         last_test=meta.get("last_test", {}),
     )
-    return Run(run_dir, cfg, model, test_data, state, train_data, options)
+    return Run(run_dir, cfg, model, test_data, state, train_data, options, weights, ema_decay)
+
+
+def ema_tensors(path: Path, tensors: dict, meta: dict) -> tuple[dict, float | None]:
+    """The EMA weights of checkpoint `path` as 'model.*' tensors, and their decay; one line
+    when it holds none."""
+    ema = meta.get(EMA)
+    if not isinstance(ema, dict):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds no EMA weights (trained without train.ema_decay); "
+            "set train.ema_decay (e.g. 0.999) to keep them, or load the raw weights (--weights raw)"
+        )
+    prefix = f"{EMA}."
+    weights = {f"model.{k[len(prefix) :]}": v for k, v in tensors.items() if k.startswith(prefix)}
+    return weights, ema.get("decay")
+
+
+def report_path(run: Run, name: str) -> Path:
+    """Where `write_run_report` writes file `name` of `run`: in its directory, with `_ema`
+    before the suffix for a run loaded with its EMA weights."""
+    if run.weights == "raw":
+        return run.run_dir / name
+    stem, dot, suffix = name.rpartition(".")
+    return run.run_dir / f"{stem}_{run.weights}{dot}{suffix}"
 
 
 def stored_config(path: Path, meta: dict) -> Config:
@@ -247,9 +301,10 @@ def write_run_report(
     run: Run, metrics: dict[str, float] | None = None, n_images: int = 32
 ) -> dict[str, float]:
     """Test metrics (eval.json), latent usage (latents.json: active units, KL per dimension),
-    training curves (training_curves.png), reconstruction and sample grids (image data), the
-    word-count measures (word_counts.json: `word_count_measures`; their test NELBOs,
-    baseline, gain and retrieval also in eval.json) and report.md."""
+    training curves (training_curves.png), reconstruction and sample grids and a latent
+    traversal (image data: `report_traversal`), the word-count measures (word_counts.json:
+    `word_count_measures`; their test NELBOs, baseline, gain and retrieval also in eval.json)
+    and report.md; file names by `report_path`."""
     model, data = run.model, run.test_data
     word_counts = isinstance(data, BowData)
     if word_counts:
@@ -262,25 +317,35 @@ def write_run_report(
         if train is None:
             train = load_run_data(run.config, run.word_counts)[0]
         measures = word_count_measures(model, train, data, test_terms=metrics)
-        write_json(run.run_dir / "word_counts.json", measures)
+        write_json(report_path(run, "word_counts.json"), measures)
         metrics = dict(metrics) | flat_word_count_measures(measures)
         counts_section = word_count_report(measures, run.word_counts)
-    write_json(run.run_dir / "eval.json", metrics)
+    write_json(report_path(run, "eval.json"), metrics)
     usage = latent_usage(model, data.limit(LATENT_EXAMPLES))
-    write_json(run.run_dir / "latents.json", usage)
+    write_json(report_path(run, "latents.json"), usage)
     figures = []
     if plot_training_curves(run.run_dir / "training_curves.png", read_jsonl(run.run_dir / METRICS)):
         figures.append("![training curves](training_curves.png)\n")
     device = next(model.parameters()).device
     if isinstance(data, ImageData):
         x = data.batch(slice(0, n_images)).to(device)
-        save_reconstructions(run.run_dir / "reconstructions.png", x, model.reconstruct(x))
+        recons, samples = report_path(run, "reconstructions.png"), report_path(run, "samples.png")
+        save_reconstructions(recons, x, model.reconstruct(x))
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            samples = model.generate(n_images)
-        save_image_grid(run.run_dir / "samples.png", samples, title="decoder means of z ~ p(z)")
-        figures += ["![reconstructions](reconstructions.png)\n", "![samples](samples.png)\n"]
+            generated = model.generate(n_images)
+        save_image_grid(samples, generated, title="decoder means of z ~ p(z)")
+        figures += [f"![reconstructions]({recons.name})\n", f"![samples]({samples.name})\n"]
+        figures += report_traversal(run, x[0], usage)
     m = run.config.model
+    weights = (
+        [
+            f"Weights: the exponential moving average of the training weights (decay "
+            f"{run.ema_decay}), not the weights as trained.\n"
+        ]
+        if run.weights == EMA
+        else []
+    )
     decoder = model.likelihood.describe(model.condition(1, None, device)[1])
     settings = ", ".join(
         f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
@@ -294,6 +359,7 @@ def write_run_report(
         f"decoder ({settings or 'no settings'}), β = {m.beta:g} on the rate only. Test terms "
         "use σ_x as it is at evaluation (frozen from training where it is fitted to batches).\n",
         f"Trained {run.state.step if run.state else '?'} steps, seed {run.config.train.seed}.\n",
+        *weights,
         "## Test set (per example, nats)\n",
         markdown_table(["term", "value"], [[k, v] for k, v in metrics.items()]),
         f"\n## Latents ({min(len(data), LATENT_EXAMPLES)} test examples)\n",
@@ -310,8 +376,32 @@ def write_run_report(
         "\n## Figures\n",
         *figures,
     ]
-    atomic_write_text(run.run_dir / "report.md", "\n".join(lines))
+    atomic_write_text(report_path(run, "report.md"), "\n".join(lines))
     return metrics
+
+
+def report_traversal(run: Run, x: Tensor, usage: dict[str, Any]) -> list[str]:
+    """traversal.png (`evaluation.inspection.traverse` with `TRAVERSAL`'s settings, around
+    test example `x`, at the model's own β, the dimensions ordered by the KL of `usage`) and
+    the report lines that show it and say how it was made; one line instead when the model
+    has no traversal (discrete latents, a prior other than N(0, I), no active dimension)."""
+    try:
+        t = traverse(run.model, x, usage=usage, **TRAVERSAL)
+    except VaelabError as exc:
+        return [f"No latent traversal ({exc}).\n"]
+    path = report_path(run, "traversal.png")
+    labels = [f"z{j} (KL {kl:.2f})" for j, kl in zip(t.dims, t.kl)]
+    span, steps = TRAVERSAL["span"], TRAVERSAL["steps"]
+    xlabel = f"z_j from E[z_j|x] − {span:g} to E[z_j|x] + {span:g} ({steps} steps)"
+    save_traversal_grid(path, t.means, labels, xlabel=xlabel)
+    return [
+        f"![latent traversal]({path.name})\n",
+        f"Latent traversal: the {len(t.dims)} active dimension(s) (of at most "
+        f"{TRAVERSAL['max_dims']}) by mean KL, largest first, each varied over {steps} values "
+        f"from −{span:g} to +{span:g} prior standard deviations around the posterior mean of "
+        "test example 0, the other dimensions held there; decoder means "
+        "(`vaelab traverse` for other settings).\n",
+    ]
 
 
 # --- word-count runs --------------------------------------------------------------------------

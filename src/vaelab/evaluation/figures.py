@@ -122,3 +122,63 @@ def plot_training_curves(
         ax.legend(fontsize=7)
     save_figure(fig, path)
     return True
+
+
+# --- looking at a model (evaluation/inspection.py) --------------------------------------------
+
+
+def save_traversal_grid(
+    path: str | Path,
+    means: torch.Tensor,
+    row_labels: Sequence[str],
+    title: str = "",
+    xlabel: str = "",
+) -> None:
+    """Rows of images [R, steps, C, H, W] (a traversal per row), each row labelled on the left
+    with `row_labels[r]`."""
+    rows, steps, _, h, _ = means.shape
+    grid = tile(means.flatten(0, 1), steps)
+    height, width = grid.shape[:2]
+    fig, ax = plt.subplots(figsize=(max(3.0, width / 25), max(1.5, height / 25)))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(rows)], list(row_labels))
+    ax.tick_params(axis="y", length=0, labelsize=7)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    save_figure(fig, path)
+
+
+def traversal_frames(means: torch.Tensor, ncol: int | None = None, min_cell: int = 48) -> list:
+    """The frames of an animated traversal of images [R, steps, C, H, W]: frame s tiles the R
+    images at step s (`ncol` per row, default min(R, 8)), steps forth then back (a loop with
+    no jump), each image scaled up by an integer factor to at least `min_cell` pixels (nearest
+    neighbour). PIL images."""
+    from PIL import Image
+
+    rows, steps, _, h, w = means.shape
+    ncol = ncol or min(rows, 8)
+    scale = max(1, math.ceil(min_cell / min(h, w)))
+    order = [*range(steps), *range(steps - 2, 0, -1)]
+    frames = []
+    for s in order:
+        array = np.rint(tile(means[:, s], ncol) * 255).astype(np.uint8)
+        image = Image.fromarray(array)
+        frames.append(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
+    return frames
+
+
+def save_traversal_gif(
+    path: str | Path, means: torch.Tensor, ncol: int | None = None, frame_ms: int = 120
+) -> None:
+    """`traversal_frames` of `means` as a looping animated GIF, written atomically."""
+    frames = traversal_frames(means, ncol)
+    buf = io.BytesIO()
+    frames[0].save(
+        buf, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0
+    )
+    atomic_write_bytes(path, buf.getvalue())
