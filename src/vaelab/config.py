@@ -175,18 +175,46 @@ class ModelConfig:
             )
 
 
+# names of the trainer's tables (training/schedules.py; tests/test_contracts.py keeps them equal)
+OPTIMIZER_NAMES = ("adam", "adamw", "adamax", "sgd", "rmsprop")
+LR_SCHEDULE_NAMES = ("constant", "linear", "cosine", "step", "exponential", "plateau")
+BETA_SCHEDULES = ("constant", "linear", "cyclical")
+PRECISIONS = ("32", "bf16", "16-mixed")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation, logging and checkpointing."""
+    """Optimisation, rate shaping, logging and checkpointing (training/trainer.py; the
+    schedules' formulas are in training/schedules.py)."""
 
     epochs: int = at_least(1, default=10)
     batch_size: int = at_least(1, default=128)
+    accumulate: int = at_least(1, default=1)  # micro-batches of batch_size per update
     lr: float = at_least(0.0, strict=True, default=1e-3)
-    optimizer: str = one_of(("adam", "sgd"), default="adam")
-    momentum: float = at_least(0.0, default=0.0)  # sgd only
-    lr_schedule: str = one_of(("constant", "linear"), default="constant")  # linear: → 0 at end
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    optimizer: str = one_of(OPTIMIZER_NAMES, default="adam")
+    momentum: float = at_least(0.0, default=0.0)  # sgd, rmsprop
+    nesterov: bool = False  # sgd, with momentum > 0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw, adamax
     weight_decay: float = at_least(0.0, default=0.0)
+    # learning rate: a linear warm-up, then the schedule
+    lr_schedule: str = one_of(LR_SCHEDULE_NAMES, default="constant")
+    lr_warmup_steps: int = at_least(0, default=0)
+    lr_min: float = at_least(0.0, default=0.0)  # cosine's floor; plateau's lowest rate
+    lr_gamma: float = at_least(0.0, strict=True, default=0.1)  # step, exponential, plateau
+    lr_step_epochs: int = at_least(1, default=30)  # step: epochs between reductions
+    plateau_metric: str = "loss"  # a term of the test record
+    plateau_patience: int = at_least(0, default=10)  # evaluations without improvement
+    plateau_threshold: float = at_least(0.0, default=1e-4)  # relative improvement that counts
+    # the rate term: β·w(t)·R, w by beta_schedule; R floored per group by free bits
+    beta_schedule: str = one_of(BETA_SCHEDULES, default="constant")
+    beta_warmup_steps: int = at_least(0, default=0)  # linear: steps from w = 0 to 1
+    beta_cycles: int = at_least(1, default=4)  # cyclical: number of cycles M
+    beta_cycle_ratio: float = at_least(0.0, strict=True, default=0.5)  # cyclical: R ∈ (0, 1]
+    free_bits: float | None = at_least(0.0, strict=True, default=None)  # λ, nats per group
+    free_bits_groups: int | None = at_least(1, default=None)  # None: one group per dimension
+    ema_decay: float | None = at_least(0.0, strict=True, default=None)  # EMA weights, d < 1
+    precision: str | int = "32"  # "32" | "bf16" (autocast, CPU or CUDA) | "16-mixed" (CUDA)
+    compile: bool = False  # torch.compile the model (falls back to eager with one line)
     grad_clip: float | None = at_least(0.0, strict=True, default=None)  # max gradient norm
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -199,6 +227,33 @@ class TrainConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(
                 f"train.adam_betas: need two numbers in [0, 1), got {self.adam_betas}"
+            )
+        self.precision = str(self.precision)  # 32 read from --set or YAML is "32"
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision: unknown value {self.precision!r}"
+                f"{closest(self.precision, PRECISIONS)}; choose one of: {', '.join(PRECISIONS)}"
+            )
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError(
+                "train.nesterov: Nesterov momentum needs optimizer = 'sgd' and momentum > 0"
+            )
+        if self.beta_schedule == "linear" and self.beta_warmup_steps < 1:
+            raise ConfigError(
+                "train.beta_warmup_steps: the linear β warm-up needs ≥ 1 step, got "
+                f"{self.beta_warmup_steps}"
+            )
+        if self.beta_cycle_ratio > 1:
+            raise ConfigError(
+                f"train.beta_cycle_ratio: must lie in (0, 1], got {self.beta_cycle_ratio}"
+            )
+        if self.ema_decay is not None and self.ema_decay >= 1:
+            raise ConfigError(f"train.ema_decay: must lie in (0, 1), got {self.ema_decay}")
+        if self.free_bits_groups is not None and self.free_bits is None:
+            raise ConfigError("train.free_bits_groups: set train.free_bits (λ) too")
+        if self.lr_min >= self.lr and self.lr_schedule in ("cosine", "plateau"):
+            raise ConfigError(
+                f"train.lr_min: must be below train.lr ({self.lr:g}), got {self.lr_min:g}"
             )
 
 
@@ -249,6 +304,28 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        """Rate shaping against the model: a β-conditional model's β is an input, so it
+        takes no β schedule; free bits floor a minibatch's KL at one β."""
+        model, train = self.model, self.train
+        if model.conditioning is not None and train.beta_schedule != "constant":
+            raise ConfigError(
+                "train.beta_schedule: a β-conditional model takes β as an input, so it has "
+                "no β to schedule; use beta_schedule = 'constant' (free bits are allowed)"
+            )
+        if train.free_bits is not None:
+            if model.conditioning is not None and model.beta_sampling != "minibatch":
+                raise ConfigError(
+                    "train.free_bits: the floor acts on a minibatch's mean KL, which needs one "
+                    "β per minibatch; set model.beta_sampling = 'minibatch'"
+                )
+            groups = train.free_bits_groups
+            if groups is not None and model.latent_dim % groups:
+                raise ConfigError(
+                    f"train.free_bits_groups: {groups} groups do not split "
+                    f"model.latent_dim = {model.latent_dim} evenly; use a divisor of it"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..distributions import kl_divergence
 from ..errors import ConfigError
 from .base import estimator
 from .terms import LossTerms
@@ -72,9 +71,8 @@ def _pair_terms(model, x, beta, condition, weight) -> LossTerms:
     f = rec.nll_samples.detach()
     delta = (f[:samples] - f[samples:])[..., None]  # f(b) − f(b̃), [S, B, 1]
     grad = weight(u, b, b_anti, q.logits.detach(), delta).mean(0)
-    rate = kl_divergence(q, model.prior)
-    loss = rec.nll + beta * rate + _surrogate(q.logits, grad)
-    return LossTerms(loss, rec.nll, rate, rec.mse, rec.sigma)
+    surrogate = _surrogate(q.logits, grad)
+    return LossTerms.compose(rec.nll, q, model.prior, beta, rec.mse, rec.sigma, surrogate)
 
 
 def _arm_weight(u, b, b_anti, logits, delta):
@@ -115,9 +113,8 @@ def reinforce(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossT
     baseline = (f.sum(0, keepdim=True) - f) / (samples - 1)  # mean over the other samples
     score = z - torch.sigmoid(q.logits.detach())  # ∇_ℓ log q(z)
     grad = ((f - baseline)[..., None] * score).mean(0)
-    rate = kl_divergence(q, model.prior)
-    loss = rec.nll + beta * rate + _surrogate(q.logits, grad)
-    return LossTerms(loss, rec.nll, rate, rec.mse, rec.sigma)
+    surrogate = _surrogate(q.logits, grad)
+    return LossTerms.compose(rec.nll, q, model.prior, beta, rec.mse, rec.sigma, surrogate)
 
 
 def relaxed_straight_through(logits: Tensor, samples: int, temperature: float) -> Tensor:
@@ -142,5 +139,4 @@ def gumbel_straight_through(
     q = model.encode(x, condition)
     z = relaxed_straight_through(q.logits, model.samples, tau)
     rec = model.likelihood(x, model.decode(z, condition), condition)
-    rate = kl_divergence(q, model.prior)
-    return LossTerms(rec.nll + beta * rate, rec.nll, rate, rec.mse, rec.sigma)
+    return LossTerms.compose(rec.nll, q, model.prior, beta, rec.mse, rec.sigma)

@@ -15,7 +15,6 @@ import math
 import torch
 from torch import Tensor
 
-from ..distributions import kl_divergence
 from .base import estimator
 from .terms import LossTerms
 
@@ -50,8 +49,7 @@ def exact(model, x: Tensor, beta: Tensor, condition: Tensor | None) -> LossTerms
     codes, log_q, log_px_z, mse, q = enumerate_states(model, x, condition)
     weights = log_q.exp()
     distortion = -(weights * log_px_z).sum(0)
-    rate = kl_divergence(q, model.prior)
-    return LossTerms(distortion + beta * rate, distortion, rate, (weights * mse).sum(0), None)
+    return LossTerms.compose(distortion, q, model.prior, beta, (weights * mse).sum(0), None)
 
 
 def exact_log_likelihood(model, x: Tensor, condition: Tensor | None = None) -> Tensor:

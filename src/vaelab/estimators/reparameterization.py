@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..distributions import kl_divergence
 from .base import estimator
 from .terms import LossTerms
 
@@ -15,5 +14,4 @@ def reparameterization(model, x: Tensor, beta: Tensor, condition: Tensor | None)
     q = model.encode(x, condition)
     z = q.rsample(model.samples)  # [S, B, L]
     rec = model.likelihood(x, model.decode(z, condition), condition)
-    rate = kl_divergence(q, model.prior)
-    return LossTerms(rec.nll + beta * rate, rec.nll, rate, rec.mse, rec.sigma)
+    return LossTerms.compose(rec.nll, q, model.prior, beta, rec.mse, rec.sigma)

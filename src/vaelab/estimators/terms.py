@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..distributions import kl_per_dimension
+
 
 @dataclass
 class LossTerms:
@@ -16,6 +18,30 @@ class LossTerms:
     rate: Tensor  # KL(q(z|x) ‖ p(z))
     mse: Tensor  # squared error of the decoder mean, averaged over data dimensions
     sigma: Tensor | None  # σ_x summary (Gaussian decoders)
+    # what rate shaping (free bits, β schedules; training/schedules.py) needs: the β the loss
+    # used ([1] or [B]) and the rate per latent dimension [B, L] (rate = its sum)
+    beta: Tensor | None = None
+    kl_per_dimension: Tensor | None = None
+
+    @classmethod
+    def compose(
+        cls,
+        distortion: Tensor,
+        q,
+        prior,
+        beta: Tensor,
+        mse: Tensor,
+        sigma: Tensor | None,
+        surrogate: Tensor | None = None,
+    ) -> LossTerms:
+        """The one place the rate joins the loss: R = Σ_j KL(q_j ‖ p_j) (analytic) and
+        loss = D + β·R (+ an estimator's `surrogate`, a term of value 0 carrying its gradient)."""
+        kl = kl_per_dimension(q, prior)
+        rate = kl.sum(-1)
+        loss = distortion + beta * rate
+        if surrogate is not None:
+            loss = loss + surrogate
+        return cls(loss, distortion, rate, mse, sigma, beta, kl)
 
     @property
     def negative_elbo(self) -> Tensor:

@@ -24,6 +24,12 @@ from ..estimators.reparameterization import reparameterization
 from ..registry import CONDITIONING, ESTIMATORS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
 
 
+def full_precision(t: Tensor) -> Tensor:
+    """A network output in float32 when autocast made it bfloat16 or float16: likelihoods,
+    KL terms and σ_x's soft bound are computed at full precision (training/trainer.py)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class VAE(nn.Module):
     def __init__(
         self,
@@ -69,14 +75,14 @@ class VAE(nn.Module):
 
     def encode(self, x: Tensor, condition: Tensor | None = None):
         """q(z|x) for a batch x [B, *data] (and ℓ [B] if conditional)."""
-        return self.posterior.from_params(self.encoder(x, condition))
+        return self.posterior.from_params(full_precision(self.encoder(x, condition)))
 
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
         """Decoder output for codes z [*lead, B, L] (ℓ [B] is repeated over the lead dims)."""
         lead = z.shape[:-1]
         if condition is not None and len(condition) > 1:
             condition = condition.expand(*lead).reshape(-1)
-        out = self.decoder(z.reshape(-1, z.shape[-1]), condition)
+        out = full_precision(self.decoder(z.reshape(-1, z.shape[-1]), condition))
         return out.reshape(*lead, *out.shape[1:])
 
     def forward(self, x: Tensor, beta: float | Tensor | None = None) -> LossTerms:

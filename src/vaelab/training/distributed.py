@@ -77,6 +77,15 @@ def replicas_identical(placement: Placement, model: torch.nn.Module) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def broadcast_float(placement: Placement, value: float) -> float:
+    """The main process's `value` on every process."""
+    if not placement.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=placement.device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
 def teardown(placement: Placement) -> None:
     if placement.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,6 +1,7 @@
-"""One trainer for everything vaelab trains: Adam or SGD (constant or linearly decaying
-learning rate), progress bar, JSON-lines metrics, safetensors checkpoints, exact resume, a
-NaN/inf guard and DDP under torchrun.
+"""One trainer for everything vaelab trains: optimisers and learning-rate schedules by name,
+β schedules and free bits on the rate (training/schedules.py), EMA weights (training/ema.py),
+mixed precision, torch.compile, gradient accumulation, progress bar, JSON-lines metrics,
+safetensors checkpoints, exact resume, a NaN/inf guard and DDP under torchrun.
 
 The contract:
 - a *model* is any module whose forward(batch) returns an object with `.loss` (per-example
@@ -23,6 +24,16 @@ epoch-end evaluation the log lacks (a kill between an epoch-end checkpoint and t
 removed at every start. `metrics.jsonl` of a resumed run equals the uninterrupted run's but
 for the wall-clock `seconds`.
 
+Precision: `train.precision = "bf16"` runs the networks under `torch.autocast` (CPU or CUDA),
+"16-mixed" in float16 with a gradient scaler (CUDA only); the VAE casts network outputs back to
+float32 (`models.vae.full_precision`), so likelihoods, KL terms and σ_x's soft lower bound are
+computed in float32, and evaluation always runs in float32. With the scaler, a non-finite
+gradient is the scaler's business (it skips that update and lowers its scale), not divergence.
+
+Accumulation: an update averages `accumulate` consecutive micro-batches of `batch_size`
+(the same examples a batch of accumulate·batch_size would hold, each weighted by its size);
+a step is one update. Rate shaping floors each micro-batch's KL.
+
 Divergence: a non-finite loss (every step) or gradient norm (at logging and clipping steps)
 stops training before the update, and a checkpoint is written only when every floating
 tensor in it (weights, optimiser state, log window) is finite. The `TrainingDiverged`
@@ -33,7 +44,9 @@ the first parameter whose gradient is non-finite or overflows) and what is on di
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,13 +71,27 @@ from ..config import Config, TrainConfig
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import append_jsonl, read_jsonl, remove_stale_temporaries, write_json, write_jsonl
 from . import distributed
+from .ema import WeightAverage
+from .schedules import LR_SCHEDULES, OPTIMIZERS, RateShaping
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 
 # Settings that may change between a run and its resumption.
-RESUMABLE_KEYS = {"epochs", "log_every", "checkpoint_every", "eval_every", "progress", "device"}
+RESUMABLE_KEYS = {
+    "epochs",
+    "log_every",
+    "checkpoint_every",
+    "eval_every",
+    "progress",
+    "device",
+    "compile",
+    "loggers",
+}
+
+
+RECORD_KEYS = ("split", "step", "epoch", "seconds")  # every metrics.jsonl record's own keys
 
 
 @dataclass
@@ -73,20 +100,6 @@ class TrainState:
     seconds: float = 0.0  # training wall-clock of all sessions of this run
     finished: bool = False
     last_test: dict[str, float] = field(default_factory=dict)
-
-
-OPTIMIZERS = {  # train.optimizer → torch optimiser
-    "adam": lambda params, cfg: torch.optim.Adam(
-        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
-    ),
-    "sgd": lambda params, cfg: torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    ),
-}
-LR_SCHEDULES = {  # train.lr_schedule → factor on lr at progress t = step / total steps
-    "constant": lambda t: 1.0,
-    "linear": lambda t: 1.0 - t,  # to zero at the end (Tieleman 2008, for PCD)
-}
 
 
 def gradient_norm(params: list[nn.Parameter]) -> torch.Tensor:
@@ -126,8 +139,20 @@ class Trainer:
             shuffle=True,
             seed=cfg.seed,
         )
-        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.batch_size)
+        self.update_size = cfg.batch_size * cfg.accumulate  # examples per update
+        self.steps_per_epoch = math.ceil(len(self.sampler) / self.update_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.lr_schedule = LR_SCHEDULES[cfg.lr_schedule](
+            cfg, self.steps_per_epoch, self.total_steps
+        )
+        if self.lr_schedule.needs_evaluation and evaluate is None:
+            raise ConfigError(
+                f"train.lr_schedule: '{cfg.lr_schedule}' follows the test loss, and this "
+                "training has no evaluation; choose a schedule of the step (e.g. cosine)"
+            )
+        self.rate_shaping = RateShaping.build(cfg, self.total_steps)
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.autocast, self.scaler = precision_context(cfg.precision, self.device)
         self.state = TrainState()
         self.params = list(model.parameters())
         # the current log window: batch sums of each term and the examples they cover
@@ -143,6 +168,9 @@ class Trainer:
         if self.placement.distributed:
             ids = [self.device] if self.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(model, device_ids=ids)
+        self.eager = self.wrapped  # what runs when compilation fails
+        if cfg.compile:
+            self.wrapped = torch.compile(self.wrapped)
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -159,6 +187,7 @@ class Trainer:
             {f"model.{k}": v for k, v in self.model.state_dict().items()}
             | opt_tensors
             | {f"window.{k}": torch.as_tensor(v) for k, v in self.window.items()}
+            | (self.ema.tensors() if self.ema else {})
         )
         bad = nonfinite_tensors(tensors)
         if bad:
@@ -179,8 +208,13 @@ class Trainer:
             "window": {"terms": list(self.window), "examples": self.window_examples},
             "world_size": self.placement.world_size,
             "optimizer": opt_meta,
+            "lr_schedule": self.lr_schedule.state(),
             "config": self.run_config,
         }
+        if self.ema:
+            meta["ema"] = {"decay": self.ema.decay}
+        if self.scaler:
+            meta["grad_scaler"] = self.scaler.state_dict()
         save_checkpoint(self.checkpoint_path, tensors, meta)
 
     def resume(self) -> bool:
@@ -192,6 +226,11 @@ class Trainer:
             check_same_run(meta.get("config", {}), self.run_config, self.run_dir)
             load_model_weights(self.model, tensors, str(self.checkpoint_path))
             optimizer_from_flat(self.optimizer, tensors, meta["optimizer"])
+            self.lr_schedule.load_state(meta.get("lr_schedule", {}))
+            if self.ema:
+                self.ema.load(tensors, str(self.checkpoint_path))
+            if self.scaler and "grad_scaler" in meta:
+                self.scaler.load_state_dict(meta["grad_scaler"])
             self.state = TrainState(
                 step=meta["step"],
                 seconds=meta["seconds"],
@@ -207,10 +246,10 @@ class Trainer:
             write_jsonl(metrics, kept)
         return resumed
 
-    def _evaluation_missing(self) -> bool:
-        """Whether the run stopped between an epoch-end checkpoint and that epoch's
-        evaluation: the state is at the end of an epoch that is evaluated before the last
-        one, and the metrics log has no `test` record of this step."""
+    def _resume_evaluation(self) -> None:
+        """After a resume at the end of an epoch evaluated before the last one: the checkpoint
+        was written before that evaluation, so redo it if the log lacks it (a kill in between),
+        else let the state (last test record, a plateau schedule) take in the logged record."""
         epochs_done, offset = divmod(self.state.step, self.steps_per_epoch)
         if (
             self.evaluate is None
@@ -218,11 +257,18 @@ class Trainer:
             or not 0 < self.state.step < self.total_steps
             or epochs_done % self.cfg.eval_every
         ):
-            return False
-        return not any(
-            r.get("split") == "test" and r.get("step") == self.state.step
+            return
+        logged = [
+            r
             for r in read_jsonl(self.run_dir / METRICS)
-        )
+            if r.get("split") == "test" and r.get("step") == self.state.step
+        ]
+        if not logged:
+            self._evaluate(epochs_done - 1)
+            return
+        record = {k: v for k, v in logged[-1].items() if k not in RECORD_KEYS}
+        self.state.last_test = record
+        self._observe(record)
 
     # --- training -----------------------------------------------------------------------
 
@@ -237,8 +283,8 @@ class Trainer:
         if self.placement.is_main:
             write_json(self.run_dir / CONFIG, self.run_config)
         distributed.barrier(self.placement)  # every process reads the log resume() rewrote
-        if resumed and self._evaluation_missing():
-            self._evaluate(self.state.step // self.steps_per_epoch - 1)
+        if resumed:
+            self._resume_evaluation()
         if self.state.step >= self.total_steps:
             if not self.state.finished:
                 self._finish()
@@ -253,16 +299,16 @@ class Trainer:
             mininterval=0.5,
         )
         started = time.perf_counter() - self.state.seconds
-        bs = self.cfg.batch_size
+        size = self.update_size
         while self.state.step < self.total_steps:
             epoch, offset = divmod(self.state.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch)
             order = torch.tensor(list(self.sampler), device=self.device)
             for b in range(offset, self.steps_per_epoch):
-                x = self.train_data.batch(order[b * bs : (b + 1) * bs])
+                micro = order[b * size : (b + 1) * size].split(self.cfg.batch_size)
                 step = self.state.step + 1
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
-                batch_sums, batch_size, grad_norm = self._step(x, measure_grad=logging)
+                batch_sums, batch_size, grad_norm = self._step(micro, measure_grad=logging)
                 for k, v in batch_sums.items():
                     self.window[k] = self.window.get(k, 0.0) + v
                 self.window_examples += batch_size
@@ -271,7 +317,8 @@ class Trainer:
                 bar.update(1)
                 if logging:
                     record = {k: float(v) / self.window_examples for k, v in self.window.items()}
-                    self._log("train", epoch, record | {"grad_norm": float(grad_norm)})
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self._log("train", epoch, record | {"grad_norm": float(grad_norm), "lr": lr})
                     bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
                     self.window, self.window_examples = {}, 0
                 if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
@@ -282,30 +329,68 @@ class Trainer:
         self._finish()
         return self.state
 
-    def _step(self, x: Any, measure_grad: bool) -> tuple[dict[str, torch.Tensor], int, Any]:
-        """One optimiser step. Stops, before updating, if the loss (or a measured gradient
-        norm) is not finite. The gradient norm is measured only when clipping or logging:
-        a pass over all gradients every step would cost ~10% on small models, and a
-        non-finite gradient shows up as a non-finite loss one step later anyway."""
-        p = self.placement
-        self.noise.manual_seed(step_seed(self.cfg.seed, self.state.step, p.rank, p.world_size))
-        terms = self.wrapped(x)
-        loss = terms.loss.mean()
+    def _step(
+        self, micro: tuple[torch.Tensor, ...], measure_grad: bool
+    ) -> tuple[dict[str, torch.Tensor], int, Any]:
+        """One optimiser step over the micro-batches of example indices `micro`. Stops,
+        before updating, if the loss (or a measured gradient norm) is not finite. The gradient
+        norm is measured only when clipping or logging: a pass over all gradients every step
+        would cost ~10% on small models, and a non-finite gradient shows up as a non-finite
+        loss one step later anyway."""
+        p, step = self.placement, self.state.step
+        self.noise.manual_seed(step_seed(self.cfg.seed, step, p.rank, p.world_size))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        examples = sum(len(index) for index in micro)
+        sums: dict[str, torch.Tensor] = {}
+        finite = True
+        for index in micro:
+            with self.autocast:
+                terms = self._forward(self.train_data.batch(index))
+            if self.rate_shaping is None:
+                loss, shaped = terms.loss.mean(), {}
+            else:
+                loss, shaped = self.rate_shaping.objective(terms, step)
+            scaled = loss * (len(index) / examples) if len(micro) > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            finite = finite and bool(torch.isfinite(loss))
+            for k, v in (terms.sums() | shaped).items():
+                sums[k] = sums[k] + v if k in sums else v
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         grad_norm = None
         if self.cfg.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         elif measure_grad:
             grad_norm = gradient_norm(self.params)
-        sums = terms.sums()
-        if not torch.isfinite(loss) or (grad_norm is not None and not torch.isfinite(grad_norm)):
-            self._step_diverged(sums, len(terms.loss), grad_norm)
-        factor = LR_SCHEDULES[self.cfg.lr_schedule](self.state.step / self.total_steps)
+        bad_grad = grad_norm is not None and not torch.isfinite(grad_norm)
+        if not finite or (bad_grad and not self.scaler):  # the scaler skips such updates
+            self._step_diverged(sums, examples, grad_norm)
         for group in self.optimizer.param_groups:  # a function of the step: resumes exactly
-            group["lr"] = self.cfg.lr * factor
-        self.optimizer.step()
-        return sums, len(terms.loss), grad_norm
+            group["lr"] = self.lr_schedule.lr(step)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema:
+            self.ema.update(self.model)
+        return sums, examples, grad_norm
+
+    def _forward(self, x: Any):
+        """The wrapped model's terms; a model torch.compile cannot compile falls back to
+        eager with one line, once."""
+        if self.wrapped is self.eager:
+            return self.wrapped(x)
+        try:
+            return self.wrapped(x)
+        except Exception as exc:  # noqa: BLE001 — any compiler failure; eager re-raises real errors
+            detail = " ".join(str(exc).split())[:160]
+            print(
+                f"train.compile: torch.compile failed here ({detail}); training eagerly",
+                file=sys.stderr,
+            )
+            self.wrapped = self.eager
+            return self.wrapped(x)
 
     def _step_diverged(
         self, sums: dict[str, torch.Tensor], batch_size: int, grad_norm: torch.Tensor | None
@@ -375,10 +460,31 @@ class Trainer:
         )
 
     def _evaluate(self, epoch: int) -> None:
-        if self.placement.is_main and self.evaluate is not None:
-            self.state.last_test = self.evaluate(self.model)
-            self._log("test", epoch, self.state.last_test)
+        """The test record (main process): the evaluation of the weights, and with EMA that
+        of the averaged weights as `ema_<term>`."""
+        if self.evaluate is None:
+            return
+        record: dict[str, Any] = {}
+        if self.placement.is_main:
+            record = self.evaluate(self.model)
+            if self.ema:
+                with self.ema.applied(self.model):
+                    record = record | {f"ema_{k}": v for k, v in self.evaluate(self.model).items()}
+            self.state.last_test = record
+            self._log("test", epoch, record)
+        self._observe(record)
         distributed.barrier(self.placement)
+
+    def _observe(self, record: dict[str, Any]) -> None:
+        """Show a test record to a schedule that follows it; its state reaches every process."""
+        if not self.lr_schedule.needs_evaluation:
+            return
+        if self.placement.is_main:
+            self.lr_schedule.observe(record)
+        state = self.lr_schedule.state()
+        self.lr_schedule.load_state(
+            {k: distributed.broadcast_float(self.placement, v) for k, v in state.items()}
+        )
 
     def _finish(self) -> None:
         epoch = max(self.state.step - 1, 0) // self.steps_per_epoch
@@ -396,13 +502,25 @@ class Trainer:
 
     def _log(self, split: str, epoch: int, values: dict[str, Any]) -> None:
         if self.placement.is_main:
-            record = {
-                "split": split,
-                "step": self.state.step,
-                "epoch": epoch,
-                "seconds": round(self.state.seconds, 3),
-            }
+            record = dict(
+                zip(RECORD_KEYS, (split, self.state.step, epoch, round(self.state.seconds, 3)))
+            )
             append_jsonl(self.run_dir / METRICS, record | values)
+
+
+def precision_context(precision: str, device: torch.device):
+    """(the autocast context of the forward pass, the gradient scaler or None) for
+    `train.precision`; float16 needs CUDA."""
+    if precision == "32":
+        return contextlib.nullcontext(), None
+    if precision == "16-mixed":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"train.precision: '16-mixed' (float16 with a gradient scaler) needs CUDA, and "
+                f"this run is on {device.type}; use 'bf16' or '32'"
+            )
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16), None
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], run_dir: Path) -> None:
