@@ -114,3 +114,6 @@ EXPERIMENTS: Registry[Callable[..., Any]] = Registry(
 FEATURE_EXTRACTORS: Registry[Callable[..., Any]] = Registry(
     "feature extractor", "vaelab.evaluation.feature_extractors", ("classifier", "inception")
 )
+LOGGERS: Registry[Callable[..., Any]] = Registry(
+    "logger", "vaelab.training.callbacks", ("mlflow", "tensorboard", "wandb")
+)  # train.loggers: experiment trackers (training/callbacks.py)
