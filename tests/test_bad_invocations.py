@@ -418,8 +418,8 @@ CASES = (
         ("unknown conditioning", f"{S} model.conditioning=films", 'did you mean "film"'),
         ("unknown beta sampling", f"{S} model.beta_sampling=batch", "choose one of: minibatch"),
         ("unknown NLL convention", f"{S} model.multinomial_convention=partial", "choose one of"),
-        ("unknown optimizer", f"{S} train.optimizer=adamw", 'did you mean "adam"'),
-        ("unknown lr schedule", f"{S} train.lr_schedule=cosine", "choose one of: constant"),
+        ("unknown optimizer", f"{S} train.optimizer=lbfgs", "choose one of: adam, adamw"),
+        ("unknown lr schedule", f"{S} train.lr_schedule=onecycle", "choose one of: constant"),
         ("unknown device", f"{S} train.device=gpu", "unknown device 'gpu'"),
         # combinations
         (
@@ -515,6 +515,43 @@ CASES = (
             "20newsgroups",
         ),
         ("Bernoulli on grey pixels", f"{S} model.likelihood=bernoulli", "set data.binarize = true"),
+        # training options (issue 16)
+        ("misspelt optimiser", f"{S} train.optimizer=adamx", 'did you mean "adam'),
+        ("misspelt lr schedule", f"{S} train.lr_schedule=cosin", 'did you mean "cosine"'),
+        ("negative lr warm-up", f"{S} train.lr_warmup_steps=-5", "must be ≥ 0"),
+        ("negative β warm-up", f"{S} train.beta_warmup_steps=-1", "must be ≥ 0"),
+        ("linear β warm-up of 0 steps", f"{S} train.beta_schedule=linear", "needs ≥ 1 step"),
+        ("unknown β schedule", f"{S} train.beta_schedule=cyclic", 'did you mean "cyclical"'),
+        ("cycle ratio above 1", f"{S} train.beta_cycle_ratio=1.5", "must lie in (0, 1]"),
+        ("free bits zero", f"{S} train.free_bits=0", "must be > 0"),
+        ("free bits negative", f"{S} train.free_bits=-0.5", "must be > 0"),
+        ("free-bits groups alone", f"{S} train.free_bits_groups=2", "set train.free_bits"),
+        (
+            "free-bits groups not dividing",
+            f"{S} train.free_bits=0.1 --set train.free_bits_groups=3",
+            "do not split",
+        ),
+        (
+            "β schedule on a β-conditional model",
+            f"{S} model.conditioning=film --set train.beta_schedule=linear "
+            "--set train.beta_warmup_steps=10",
+            "takes β as an input",
+        ),
+        ("EMA decay 1", f"{S} train.ema_decay=1", "must lie in (0, 1)"),
+        ("EMA decay 0", f"{S} train.ema_decay=0", "must be > 0"),
+        (
+            "Nesterov without momentum",
+            f"{S} train.optimizer=sgd --set train.nesterov=true",
+            "momentum > 0",
+        ),
+        ("fp16 on the CPU", f"{S} train.precision=16-mixed --set train.device=cpu", "needs CUDA"),
+        ("unknown precision", f"{S} train.precision=fp16", "choose one of: 32, bf16, 16-mixed"),
+        ("accumulate zero", f"{S} train.accumulate=0", "must be ≥ 1"),
+        (
+            "cosine floor above lr",
+            f"{S} train.lr_schedule=cosine --set train.lr_min=1",
+            "below train.lr",
+        ),
         # run directories of train
         ("run dir is a file", f"{T} --run-dir {{a_file}}", "is a file, not a directory"),
         ("run dir below a file", f"{T} --run-dir {{a_file}}/sub", "is a file, not a directory"),
