@@ -26,6 +26,7 @@ from vaelab.training.callbacks import (
     build_callbacks,
     evaluation_images,
     flatten_config,
+    image_examples,
     image_grid,
     require,
 )
@@ -166,6 +167,16 @@ def test_a_broken_package_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_not_there"):
         require("brokentracker", "brokentracker")
+
+
+def test_the_fixed_examples_are_the_first_16_images_and_none_for_other_data():
+    from vaelab.data.base import ImageData, TensorData
+
+    images = torch.randint(0, 256, (20, *SHAPE), dtype=torch.uint8)
+    torch.testing.assert_close(image_examples(ImageData("x", images)), images[:16].float() / 255)
+    assert image_examples(TensorData(torch.rand(20, 1, 8, 8)), n=4).shape == (4, 1, 8, 8)
+    assert image_examples(TensorData(torch.rand(20, 5))) is None  # codes, word counts
+    assert image_examples(TensorData(torch.rand(20, 1, 8, 8), torch.zeros(20))) is None  # pairs
 
 
 def test_flattened_config_keeps_scalars_and_writes_the_rest_as_json():

@@ -19,8 +19,9 @@ its main process only:
 
 A logger is registered in `LOGGERS` and constructed as `cls(examples=...)`, where `examples`
 is a fixed batch of ≤ 16 inputs ([B, C, H, W] or [B, H, W] images) or None for non-image
-data. Construction imports the tracker's package, so a missing one is one line
-(`ConfigError`) before training starts; nothing is opened before `on_start`.
+data (`image_examples(train_data)` picks them). Construction imports the tracker's package,
+so a missing one is one line (`ConfigError`) before training starts; nothing is opened
+before `on_start`.
 
 Images are computed from the model inside `torch.random.fork_rng`, so logging never changes
 what the trainer draws: a run with loggers trains bit for bit like one without.
@@ -114,6 +115,14 @@ def build_callbacks(names: list[str], examples: Tensor | None = None) -> Callbac
         if name in names[:i]:
             raise ConfigError(f"train.loggers: {name!r} is named twice")
     return Callbacks(LOGGERS.get(name)(examples=examples) for name in names)
+
+
+def image_examples(data, n: int = 16) -> Tensor | None:
+    """The loggers' fixed examples: the first `n` examples of trainer data (`data.batch`)
+    when they are images ([B, C, H, W] or [B, H, W]), else None (codes, word counts,
+    tuples)."""
+    batch = data.batch(slice(0, min(n, len(data))))
+    return batch if isinstance(batch, Tensor) and batch.dim() in (3, 4) else None
 
 
 def require(module: str, logger: str, package: str | None = None) -> ModuleType:
