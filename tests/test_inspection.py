@@ -351,6 +351,9 @@ def paths(tmp_path_factory):
     meta["ema"] = {"decay": 0.9}
     save_checkpoint(root / "ema" / CHECKPOINT, tensors, meta)
     P["ema"] = root / "ema"
+    trained = ["--run-dir", str(root / "ema_trained"), "--set", "train.epochs=1"]
+    assert main(["train", str(root / "run.toml"), *trained, "--set", "train.ema_decay=0.9"]) == 0
+    P["ema_trained"] = root / "ema_trained"
     return P
 
 
@@ -495,6 +498,22 @@ def test_eval_with_ema_weights_loads_the_ema_tensors_beside_the_raw_report(paths
     assert "![latent traversal](traversal_ema.png)" in report and "eval_ema.json" in stdout
     with pytest.raises(CheckpointError, match="holds no EMA weights .*train.ema_decay"):
         load_run(paths["run"], device="cpu", weights="ema")
+
+
+def test_eval_with_ema_weights_of_a_run_trained_with_ema_measures_what_the_trainer_did(
+    paths, capfd
+):
+    """The trainer's last test record holds the EMA weights' terms as ema_<term>; `vaelab eval
+    --weights ema` measures the same weights from the checkpoint."""
+    run = paths["ema_trained"]
+    logged = load_run(run, device="cpu").state.last_test
+    code, _, err = run_cli(["eval", run, "--weights", "ema", "--device", "cpu"], capfd)
+    assert code == 0, err
+    written = json.loads((run / "eval_ema.json").read_text())
+    assert written == pytest.approx(
+        {k[len("ema_") :]: v for k, v in logged.items() if k.startswith("ema_")}
+    )
+    assert written["negative_elbo"] != pytest.approx(logged["negative_elbo"])  # not the raw ones
 
 
 BAD = [  # (id, argv, fragment of the one line)
