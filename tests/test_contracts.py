@@ -184,7 +184,7 @@ def test_every_registry_declares_exactly_the_names_its_package_registers():
     from vaelab import registry
 
     registries = [r for r in vars(registry).values() if isinstance(r, registry.Registry)]
-    assert len(registries) == 10
+    assert len(registries) == 11
     for r in registries:
         assert r.declared and sorted(r.declared) == r.names(), r.kind
 

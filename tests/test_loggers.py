@@ -415,3 +415,34 @@ def test_mlflow_resume_continues_the_run_once_per_step_and_a_fresh_start_replace
     assert fresh != first and client.get_run(first).info.lifecycle_stage == "deleted"
     assert history(client, fresh, "train/loss") == [(10, losses[10])]
     assert not offline
+
+
+def test_a_run_trained_with_tensorboard_mirrors_its_metrics_log(tmp_path, offline):
+    """The trainer's wiring: every train and test record of metrics.jsonl is in the event
+    file at its step, and the evaluations' images are there too."""
+    from vaelab.config import Config, DataConfig, TrainConfig
+    from vaelab.files import read_jsonl
+    from vaelab.runs import train_run
+    from vaelab.training import METRICS
+
+    cfg = Config(
+        data=DataConfig(name="digits", train_limit=256, test_limit=64),
+        model=ModelConfig(latent_dim=2, hidden=[16]),
+        train=TrainConfig(
+            epochs=2,
+            batch_size=64,
+            log_every=2,
+            progress=False,
+            device="cpu",
+            loggers=["tensorboard"],
+        ),
+    )
+    train_run(cfg, tmp_path / "run", report=False)
+    events = accumulator(tmp_path / "run" / "tensorboard")
+    records = read_jsonl(tmp_path / "run" / METRICS)
+    for split in ("train", "test"):
+        logged = [r for r in records if r["split"] == split]
+        series = scalar_series(events, f"{split}/loss")
+        assert [step for step, _ in series] == [r["step"] for r in logged]
+        assert [v for _, v in series] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
+    assert len(events.Tags()["images"]) == 2

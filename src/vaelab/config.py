@@ -36,6 +36,7 @@ from .registry import (
     DATASETS,
     ESTIMATORS,
     LIKELIHOODS,
+    LOGGERS,
     NETWORKS,
     POSTERIORS,
     PRIORS,
@@ -222,6 +223,8 @@ class TrainConfig:
     checkpoint_every: int = at_least(1, default=500)  # steps between checkpoints
     eval_every: int = at_least(1, default=1)  # epochs between test-set evaluations
     progress: bool = True  # tqdm progress bar
+    # trackers mirroring metrics.jsonl (training/callbacks.py): tensorboard, wandb, mlflow
+    loggers: list[str] = one_of(LOGGERS, default_factory=list)
 
     def __post_init__(self):
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

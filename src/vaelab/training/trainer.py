@@ -71,6 +71,7 @@ from ..config import Config, TrainConfig
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import append_jsonl, read_jsonl, remove_stale_temporaries, write_json, write_jsonl
 from . import distributed
+from .callbacks import build_callbacks, image_examples
 from .ema import WeightAverage
 from .schedules import LR_SCHEDULES, OPTIMIZERS, RateShaping
 
@@ -130,6 +131,8 @@ class Trainer:
         self.device = self.placement.device
         self.model = model.to(self.device)
         self.train_data = train_data.to(self.device)
+        names = list(cfg.loggers) if self.placement.is_main else []
+        self.callbacks = build_callbacks(names, image_examples(self.train_data) if names else None)
         self.evaluate = evaluate
         self.optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         self.sampler = DistributedSampler(
@@ -275,6 +278,12 @@ class Trainer:
     def fit(self) -> TrainState:
         """Train to `epochs`, resuming what the run directory holds; see the module
         docstring."""
+        try:
+            return self._fit()
+        finally:
+            self.callbacks.close()
+
+    def _fit(self) -> TrainState:
         if self.placement.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)
@@ -283,6 +292,7 @@ class Trainer:
         if self.placement.is_main:
             write_json(self.run_dir / CONFIG, self.run_config)
         distributed.barrier(self.placement)  # every process reads the log resume() rewrote
+        self.callbacks.on_start(self.run_dir, self.run_config, self.model, self.state.step)
         if resumed:
             self._resume_evaluation()
         if self.state.step >= self.total_steps:
@@ -317,8 +327,12 @@ class Trainer:
                 bar.update(1)
                 if logging:
                     record = {k: float(v) / self.window_examples for k, v in self.window.items()}
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self._log("train", epoch, record | {"grad_norm": float(grad_norm), "lr": lr})
+                    record |= {
+                        "grad_norm": float(grad_norm),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                    }
+                    self._log("train", epoch, record)
+                    self.callbacks.on_train_record(self.state.step, record)
                     bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
                     self.window, self.window_examples = {}, 0
                 if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
@@ -472,6 +486,10 @@ class Trainer:
                     record = record | {f"ema_{k}": v for k, v in self.evaluate(self.model).items()}
             self.state.last_test = record
             self._log("test", epoch, record)
+            training = self.model.training
+            self.model.eval()
+            self.callbacks.on_evaluation(self.state.step, record, self.model)
+            self.model.train(training)
         self._observe(record)
         distributed.barrier(self.placement)
 
@@ -489,6 +507,7 @@ class Trainer:
     def _finish(self) -> None:
         epoch = max(self.state.step - 1, 0) // self.steps_per_epoch
         self._evaluate(epoch)
+        self.callbacks.on_end(self.state.step, self.state.last_test)
         identical = distributed.replicas_identical(self.placement, self.model)
         if self.placement.distributed:
             self._log(
