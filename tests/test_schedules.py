@@ -26,7 +26,7 @@ from vaelab.config import (
 )
 from vaelab.data import load_data
 from vaelab.data.base import TensorData
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, TrainingDiverged
 from vaelab.estimators import ObjectiveTerms
 from vaelab.evaluation import evaluate
 from vaelab.files import read_jsonl
@@ -420,3 +420,34 @@ def test_float16_needs_cuda(tmp_path):
     with pytest.raises(ConfigError, match="needs CUDA"):
         Trainer(_Regression(), regression_data(), cfg, tmp_path, {})
     assert TrainConfig(precision=32).precision == "32"
+
+
+def test_under_bf16_the_nan_guard_and_the_soft_bound_on_sigma_still_hold(tmp_path):
+    def config(**train):
+        return Config(
+            data=DIGITS,
+            model=ModelConfig(
+                latent_dim=4, hidden=[32], sigma_mode="optimal-shared", log_sigma_min=0.0
+            ),
+            train=TrainConfig(
+                **dict(
+                    epochs=2,
+                    batch_size=64,
+                    progress=False,
+                    device="cpu",
+                    precision="bf16",
+                    log_every=1,
+                )
+                | train
+            ),
+        )
+
+    def sigmas(name, **train):
+        train_run(config(**train), tmp_path / name, report=False)
+        return [r["sigma"] for r in read_jsonl(tmp_path / name / METRICS) if r["split"] == "train"]
+
+    half, full = sigmas("bf16"), sigmas("32", precision="32")
+    assert min(half) > 1.0  # log σ_x = 0 + softplus(·) > 0, although the optimum falls below 1
+    assert half == pytest.approx(full, rel=1e-2)  # and bf16 follows float32's σ_x
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        train_run(config(lr=1e12), tmp_path / "diverged", report=False)
