@@ -59,6 +59,7 @@ from .models import VAE, build_vae
 from .registry import LIKELIHOODS
 from .report import markdown_table
 from .training import CHECKPOINT, METRICS, Trainer, distributed
+from .training.ema import PREFIX as EMA_PREFIX
 from .training.trainer import TrainState
 
 LATENT_EXAMPLES = 5000  # test examples of a report's latent usage
@@ -67,7 +68,7 @@ WORD_COUNT_OPTIONS = {"count_smoothing": bool}  # what that section may hold
 NELBO_BATCH = 100  # batch of the word-count NELBO pass (its Monte-Carlo draws depend on it)
 RETRIEVAL_K = 100  # precision@k of word-count runs
 WEIGHTS = ("raw", "ema")  # what `load_run` loads: the trained weights or their EMA
-EMA = "ema"  # checkpoint: tensors ema.<state_dict key>, metadata {"ema": {"decay": d}}
+EMA = "ema"  # checkpoint metadata {"ema": {"decay": d}} beside tensors `EMA_PREFIX`<key>
 TRAVERSAL = {"max_dims": 8, "steps": 9, "span": 3.0}  # the report's traversal figure
 
 
@@ -202,8 +203,11 @@ def ema_tensors(path: Path, tensors: dict, meta: dict) -> tuple[dict, float | No
             f"checkpoint {str(path)!r} holds no EMA weights (trained without train.ema_decay); "
             "set train.ema_decay (e.g. 0.999) to keep them, or load the raw weights (--weights raw)"
         )
-    prefix = f"{EMA}."
-    weights = {f"model.{k[len(prefix) :]}": v for k, v in tensors.items() if k.startswith(prefix)}
+    weights = {
+        f"model.{k.removeprefix(EMA_PREFIX)}": v
+        for k, v in tensors.items()
+        if k.startswith(EMA_PREFIX)
+    }
     return weights, ema.get("decay")
 
 

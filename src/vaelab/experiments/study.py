@@ -19,6 +19,7 @@ from ..config import Config, DataConfig, ModelConfig, TrainConfig
 from ..data import ImageData, load_data
 from ..errors import VaelabError
 from ..evaluation.feature_extractors import get_feature_extractor
+from ..evaluation.inspection import SECOND_STAGE_DIR
 from ..evaluation.rate_distortion import REGIMES, Regime
 from ..evaluation.sample_quality import fid_protocol, sample_quality
 from ..models import VAE
@@ -177,7 +178,7 @@ def sample_quality_study(
         if cfg.second_stage_steps:
             second = fit_second_stage(
                 study_run.model, train, cfg.second_stage_hidden, cfg.second_stage_steps,
-                run_dir / "second-stage" / study_run.name, seed=study_run.seed, progress=cfg.progress,
+                run_dir / SECOND_STAGE_DIR / study_run.name, seed=study_run.seed, progress=cfg.progress,
             )  # fmt: skip
         for beta in study_run.betas(betas):
             samples = decoder_samples(study_run.model, second, len(real), beta, study_run.seed)
