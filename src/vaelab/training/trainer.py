@@ -103,6 +103,36 @@ class TrainState:
     last_test: dict[str, float] = field(default_factory=dict)
 
 
+class LogWindow:
+    """The batch sums of every logged term since the last train record, kept as one tensor
+    (one addition per step) and the number of examples they cover."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.total: torch.Tensor | None = None
+        self.examples = 0
+
+    def add(self, sums: dict[str, torch.Tensor], examples: int) -> None:
+        values = torch.stack(list(sums.values()))
+        if self.total is None:
+            self.names, self.total = list(sums), values
+        elif list(sums) == self.names:
+            self.total = self.total + values
+        else:  # the terms changed within a window: merge by name
+            merged = self.sums()
+            for k, v in sums.items():
+                merged[k] = merged[k] + v if k in merged else v
+            self.names, self.total = list(merged), torch.stack(list(merged.values()))
+        self.examples += examples
+
+    def sums(self) -> dict[str, torch.Tensor]:
+        return {} if self.total is None else dict(zip(self.names, self.total.unbind()))
+
+    def means(self) -> dict[str, float]:
+        """Per-example means of the window's terms."""
+        return {k: v / self.examples for k, v in zip(self.names, self.total.tolist())}
+
+
 def gradient_norm(params: list[nn.Parameter]) -> torch.Tensor:
     """Euclidean norm of all gradients together."""
     norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
@@ -158,9 +188,7 @@ class Trainer:
         self.autocast, self.scaler = precision_context(cfg.precision, self.device)
         self.state = TrainState()
         self.params = list(model.parameters())
-        # the current log window: batch sums of each term and the examples they cover
-        self.window: dict[str, torch.Tensor] = {}
-        self.window_examples = 0
+        self.window = LogWindow()
         # the generator behind torch.randn on this device (seeding it alone is cheap)
         self.noise = (
             torch.cuda.default_generators[self.device.index]
@@ -189,7 +217,7 @@ class Trainer:
         tensors = (
             {f"model.{k}": v for k, v in self.model.state_dict().items()}
             | opt_tensors
-            | {f"window.{k}": torch.as_tensor(v) for k, v in self.window.items()}
+            | {f"window.{k}": v for k, v in self.window.sums().items()}
             | (self.ema.tensors() if self.ema else {})
         )
         bad = nonfinite_tensors(tensors)
@@ -208,7 +236,7 @@ class Trainer:
             "seconds": self.state.seconds,
             "finished": self.state.finished,
             "last_test": self.state.last_test,
-            "window": {"terms": list(self.window), "examples": self.window_examples},
+            "window": {"terms": self.window.names, "examples": self.window.examples},
             "world_size": self.placement.world_size,
             "optimizer": opt_meta,
             "lr_schedule": self.lr_schedule.state(),
@@ -241,8 +269,10 @@ class Trainer:
                 last_test=meta.get("last_test", {}),
             )
             window = meta.get("window", {"terms": [], "examples": 0})  # none before issue 14
-            self.window = {k: tensors[f"window.{k}"].to(self.device) for k in window["terms"]}
-            self.window_examples = window["examples"]
+            self.window = LogWindow()
+            sums = {k: tensors[f"window.{k}"].to(self.device) for k in window["terms"]}
+            if sums:
+                self.window.add(sums, window["examples"])
         metrics = self.run_dir / METRICS
         if self.placement.is_main and metrics.exists():
             kept = [r for r in read_jsonl(metrics) if r.get("step", 0) <= self.state.step]
@@ -319,14 +349,12 @@ class Trainer:
                 step = self.state.step + 1
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
                 batch_sums, batch_size, grad_norm = self._step(micro, measure_grad=logging)
-                for k, v in batch_sums.items():
-                    self.window[k] = self.window.get(k, 0.0) + v
-                self.window_examples += batch_size
+                self.window.add(batch_sums, batch_size)
                 self.state.step = step
                 self.state.seconds = time.perf_counter() - started
                 bar.update(1)
                 if logging:
-                    record = {k: float(v) / self.window_examples for k, v in self.window.items()}
+                    record = self.window.means()
                     record |= {
                         "grad_norm": float(grad_norm),
                         "lr": self.optimizer.param_groups[0]["lr"],
@@ -334,7 +362,7 @@ class Trainer:
                     self._log("train", epoch, record)
                     self.callbacks.on_train_record(self.state.step, record)
                     bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                    self.window, self.window_examples = {}, 0
+                    self.window = LogWindow()
                 if step % self.cfg.checkpoint_every == 0 and step < self.total_steps:
                     self.save()
             if (epoch + 1) % self.cfg.eval_every == 0 and self.state.step < self.total_steps:
