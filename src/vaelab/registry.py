@@ -84,7 +84,7 @@ DATASETS: Registry[Callable[..., Any]] = Registry(
      "image-folder", "mnist"),
 )  # fmt: skip
 NETWORKS: Registry[Callable[..., Any]] = Registry(
-    "network", "vaelab.networks", ("conv", "e1", "e2", "e3", "mlp")
+    "network", "vaelab.networks", ("conv", "dcgan", "e1", "e2", "e3", "mlp", "resnet")
 )
 CONDITIONING: Registry[Callable[..., Any]] = Registry(
     "conditioning", "vaelab.networks", ("film", "gate")
