@@ -273,10 +273,10 @@ def test_plateau_state_survives_a_kill_after_an_evaluation_it_reacted_to(tmp_pat
     first = vae_trainer(tmp_path / "killed", **settings)
     step = first._step
 
-    def killed_at_step_25(micro, measure_grad):
+    def killed_at_step_25(*args):
         if first.state.step == 25:
             raise KeyboardInterrupt
-        return step(micro, measure_grad)
+        return step(*args)
 
     first._step = killed_at_step_25
     with pytest.raises(KeyboardInterrupt):

@@ -1,5 +1,5 @@
-"""The in-memory image data set every loader returns, checks on what loaders read, and the
-seeded split for data sets without an official test set."""
+"""What the trainer trains on (`TrainingData`), the in-memory image data set loaders return,
+checks on what loaders read, and the seeded split for data sets without an official test set."""
 
 from __future__ import annotations
 
@@ -16,8 +16,64 @@ from torch import Tensor
 from ..errors import DataError
 
 
+class TrainingData:
+    """Base class: the contract of the trainer's data.
+
+    - `len(data)`, and `batch(index)` → what the model's forward takes (a tensor or a tuple
+      of tensors) for the examples at `index` (a 1-D int64 tensor on `device`, or a slice);
+    - `to(device)` → the same data on `device`; `device`: where its tensors (and the indices it
+      takes) live; `nbytes`: what it holds in memory;
+    - `batches(chunks)` → the batches of a sequence of index chunks, in order: by default
+      `batch` of each as it is asked for (so a batch drawn with randomness, e.g. dynamic
+      binarisation, draws after the trainer seeded the step); a streamed set reads ahead with
+      `DataLoader` workers instead (`data/streaming.py`).
+    """
+
+    def batches(self, chunks):
+        return (self.batch(index) for index in chunks)
+
+    def placed(self, device: torch.device) -> TrainingData:
+        """The data for training on `device`: moved there when it fits (on a GPU: at most
+        half its free memory), else kept on the host with each batch copied over from
+        pinned memory without blocking (`HostBatches`)."""
+        if device.type != "cuda" or self.nbytes <= torch.cuda.mem_get_info(device)[0] // 2:
+            return self.to(device)
+        return HostBatches(self.to("cpu"), device)
+
+
+class HostBatches(TrainingData):
+    """Host data whose batches are copied to `target` (a GPU) as they are asked for."""
+
+    def __init__(self, data: TrainingData, target: torch.device):
+        self.data, self.target = data, target
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    device = torch.device("cpu")  # indices stay on the host
+    nbytes = property(lambda self: self.data.nbytes)
+
+    def batch(self, index):
+        return to_device(self.data.batch(index), self.target)
+
+    def batches(self, chunks):
+        return (to_device(b, self.target) for b in self.data.batches(chunks))
+
+    def to(self, device) -> TrainingData:
+        return self.data.to(device)
+
+
+def to_device(batch, device: torch.device):
+    """A batch (tensor or tuple of tensors) on `device`: from pinned memory, non-blocking."""
+    if isinstance(batch, tuple):
+        return tuple(to_device(t, device) for t in batch)
+    if device.type == "cuda" and batch.device.type == "cpu":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
 @dataclass
-class ImageData:
+class ImageData(TrainingData):
     """Images [N, C, H, W] with optional labels and ground-truth factors.
 
     `images` is stored compactly as uint8 (value/255) or as floats in [0, 1]; `batch` gives
@@ -68,8 +124,16 @@ class ImageData:
         """A copy whose images live on `device` (labels and factors stay where they are)."""
         return dataclasses.replace(self, images=self.images.to(device))
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
 
-class TensorData:
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes
+
+
+class TensorData(TrainingData):
     """Rows of one or more tensors of equal length, as the trainer's data: `batch(index)`
     gives the tensor (one) or the tuple of tensors (several) at `index`. For fits whose data
     is not a data set of images or documents: codes, (image, label) pairs, points."""
@@ -90,6 +154,14 @@ class TensorData:
 
     def to(self, device: torch.device | str) -> TensorData:
         return TensorData(*(t.to(device) for t in self.tensors))
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors[0].device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
 
 
 def to_float(images: Tensor) -> Tensor:

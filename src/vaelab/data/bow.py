@@ -77,7 +77,7 @@ from ..config import DataConfig
 from ..distributions.multinomial import CONVENTIONS, convention_offset
 from ..errors import CheckpointError, ConfigError, DataError
 from ..registry import DATASETS
-from .base import cache_dir, first_place
+from .base import TrainingData, cache_dir, first_place
 from .stop_words import SMART_STOP_WORDS
 
 PROCESSING_VERSION = 2  # 2: strip_headers (default "auto"), presets, Rainbow's text check
@@ -99,7 +99,7 @@ NEWS_URL = "http://qwone.com/~jason/20Newsgroups/20news-bydate.tar.gz"
 
 
 @dataclass(eq=False, repr=False)
-class BowData:
+class BowData(TrainingData):
     """Word counts of N documents over a vocabulary of V words, as CSR arrays, with labels.
 
     Row i's counts are ``values[crow_indices[i]:crow_indices[i + 1]]`` at the vocabulary
@@ -177,6 +177,11 @@ class BowData:
         if self.pseudo_counts is not None:
             lengths = lengths + self.pseudo_counts.double().sum()
         return lengths.float()
+
+    @property
+    def nbytes(self) -> int:
+        held = (self.crow_indices, self.col_indices, self.values, self.labels, self.pseudo_counts)
+        return sum(t.nbytes for t in held if t is not None)
 
     def to(self, device: torch.device | str) -> BowData:
         """The same data on `device` (tensors already there are shared, as with Tensor.to)."""

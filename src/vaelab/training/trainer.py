@@ -7,8 +7,9 @@ The contract:
 - a *model* is any module whose forward(batch) returns an object with `.loss` (per-example
   loss, [B]) and `.sums()` (detached batch sums of the terms to log); see
   `estimators.LossTerms`;
-- *data* is any object with `len`, `to(device)` and `batch(index)` → what the model's forward
-  takes (a tensor, or a tuple of tensors: `data.TensorData`, `ImageData`, `BowData`);
+- *data* is a `data.base.TrainingData` (its docstring is the contract: `len`, `batch(index)` →
+  what the model's forward takes, `batches(chunks)`, `placed(device)`): `TensorData`,
+  `ImageData`, `BowData`, a streamed image set (`data/streaming.py`);
 - *evaluate* (optional) is a callable model → {name: float}, run on the main process after
   every `eval_every` epochs and at the end, its result logged as the `test` record. The
   trainer knows nothing of what it measures (it is injected by `runs.train_run` and recipes).
@@ -48,7 +49,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ class Trainer:
         self.placement = placement or distributed.setup(cfg.device)
         self.device = self.placement.device
         self.model = model.to(self.device)
-        self.train_data = train_data.to(self.device)
+        self.train_data = train_data.placed(self.device)
         names = list(cfg.loggers) if self.placement.is_main else []
         self.callbacks = build_callbacks(names, image_examples(self.train_data) if names else None)
         self.evaluate = evaluate
@@ -343,12 +344,17 @@ class Trainer:
         while self.state.step < self.total_steps:
             epoch, offset = divmod(self.state.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch)
-            order = torch.tensor(list(self.sampler), device=self.device)
-            for b in range(offset, self.steps_per_epoch):
-                micro = order[b * size : (b + 1) * size].split(self.cfg.batch_size)
+            order = torch.tensor(list(self.sampler), device=self.train_data.device)
+            chunks = [  # the micro-batches of each remaining update of the epoch
+                order[b * size : (b + 1) * size].split(self.cfg.batch_size)
+                for b in range(offset, self.steps_per_epoch)
+            ]
+            batches = self.train_data.batches([c for micro in chunks for c in micro])
+            for micro in chunks:
                 step = self.state.step + 1
                 logging = step % self.cfg.log_every == 0 or step == self.total_steps
-                batch_sums, batch_size, grad_norm = self._step(micro, measure_grad=logging)
+                sizes = [len(c) for c in micro]
+                batch_sums, batch_size, grad_norm = self._step(batches, sizes, logging)
                 self.window.add(batch_sums, batch_size)
                 self.state.step = step
                 self.state.seconds = time.perf_counter() - started
@@ -372,9 +378,9 @@ class Trainer:
         return self.state
 
     def _step(
-        self, micro: tuple[torch.Tensor, ...], measure_grad: bool
+        self, batches: Iterator, sizes: list[int], measure_grad: bool
     ) -> tuple[dict[str, torch.Tensor], int, Any]:
-        """One optimiser step over the micro-batches of example indices `micro`. Stops,
+        """One optimiser step over the next len(sizes) micro-batches of `batches`. Stops,
         before updating, if the loss (or a measured gradient norm) is not finite. The gradient
         norm is measured only when clipping or logging: a pass over all gradients every step
         would cost ~10% on small models, and a non-finite gradient shows up as a non-finite
@@ -382,17 +388,18 @@ class Trainer:
         p, step = self.placement, self.state.step
         self.noise.manual_seed(step_seed(self.cfg.seed, step, p.rank, p.world_size))
         self.optimizer.zero_grad(set_to_none=True)
-        examples = sum(len(index) for index in micro)
+        examples = sum(sizes)
         sums: dict[str, torch.Tensor] = {}
         finite = True
-        for index in micro:
+        for size in sizes:
+            x = next(batches)  # after seeding: a batch drawn with randomness is repeatable
             with self.autocast:
-                terms = self._forward(self.train_data.batch(index))
+                terms = self._forward(x)
             if self.rate_shaping is None:
                 loss, shaped = terms.loss.mean(), {}
             else:
                 loss, shaped = self.rate_shaping.objective(terms, step)
-            scaled = loss * (len(index) / examples) if len(micro) > 1 else loss
+            scaled = loss * (size / examples) if len(sizes) > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             finite = finite and bool(torch.isfinite(loss))
             for k, v in (terms.sums() | shaped).items():
