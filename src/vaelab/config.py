@@ -84,9 +84,20 @@ class DataConfig:
     train_limit: int | None = at_least(1, default=None)  # first N training examples
     test_limit: int | None = at_least(1, default=None)
     binarize: bool = False  # threshold pixels at 0.5 (for Bernoulli decoders)
-    image_size: int | None = at_least(4, default=None)  # image-folder: square side
-    channels: int | None = at_least(1, default=None)  # image-folder: 1 (grey) or 3 (RGB)
+    image_size: int | None = at_least(4, default=None)  # image-folder, celeba (64): square side
+    channels: int | None = at_least(1, default=None)  # image-folder, celeba: 1 (grey) or 3 (RGB)
     split_seed: int = 0  # for data sets without an official test split
+    # the standard data sets (data/official.py): fetch missing official files from their
+    # published URL; check them against their published sha256 (false: files you made)
+    download: bool = False
+    verify: bool = True
+    crop: int = at_least(0, default=148)  # celeba: side of the centre square cut first; 0: none
+    test_split: str = one_of(("test", "valid"), default="test")  # celeba, binarized-mnist .amat
+    attribute: str | None = None  # celeba: the attribute whose 0/1 value is the label
+    svhn_extra: bool = False  # svhn: add extra_32x32.mat (531,131 images) to the training set
+    # auto: in memory when the decoded set fits (data/streaming.py), else streamed
+    storage: str = one_of(("auto", "memory", "stream"), default="auto")
+    workers: int = at_least(0, default=2)  # DataLoader worker processes of a streamed set
     vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
     # text corpora: drop a leading mail header — "auto": only a block of RFC 822 header lines
     # (data/bow.py `split_header`), true: everything before the first blank line, false: never
