@@ -15,10 +15,11 @@ feature map and the latent code (DCGAN has none: `hidden = []`).
 
 Weights start from N(0, 0.02²), biases at 0, as in DCGAN. Every conv layer, the
 projection and each dense layer is a `Block` (`features` = its channels or units), so
-β-conditioning (FiLM, gate) acts after each. Deviation: GroupNorm (gcd(32, width) groups)
-where DCGAN has BatchNorm, for the reasons given in `networks/resnet.py` (BatchNorm's batch
+β-conditioning (FiLM, gate) acts after each. Deviation: GroupNorm with one group where
+DCGAN has BatchNorm, for the reasons given in `networks/resnet.py` (BatchNorm's batch
 statistics in training against running averages over all β in evaluation would break
-β-conditioning, and would tie one example's loss to its batch); DCGAN's placement of the
+β-conditioning, and would tie one example's loss to its batch; one group lets the
+channel-wise modulation of the block before it through); DCGAN's placement of the
 normalisation (none on the encoder's input layer or the decoder's output layer) is kept.
 """
 

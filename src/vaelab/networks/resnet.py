@@ -6,16 +6,18 @@ papers); every stage halves the image side, so H and W must be divisible by 2^st
 
     encoder  x [C, H, W]
              per stage i: downsample (3×3 conv, stride 2, to channels[i]) → residual unit
-             GroupNorm → ReLU → flatten → dense `hidden` (Linear + ReLU) → Linear
+             ReLU → flatten → dense `hidden` (Linear + ReLU) → Linear
     decoder  z → dense reversed `hidden` → Linear + ReLU to channels[-1]·(H/2^S)·(W/2^S)
              per stage i, last to first: residual unit → upsample (4×4 transposed conv,
              stride 2, to channels[i-1]; channels[0] for the first stage)
-             GroupNorm → ReLU → 3×3 conv to k·C (k = the likelihood's outputs per dimension)
+             ReLU → 3×3 conv to k·C (k = the likelihood's outputs per dimension)
 
-A residual unit is x + F(x), F = GroupNorm → ReLU → 3×3 conv → GroupNorm → ReLU → 3×3 conv
+A residual unit is x + F(x), F = norm → ReLU → 3×3 conv → norm → ReLU → 3×3 conv
 (pre-activation, He et al. 2016). Every downsample, residual unit, upsample and dense layer
 is a `Block` whose `features` are its channels, so β-conditioning (FiLM, gate) modulates
-each of them channel-wise.
+each of them channel-wise. A block's output always reaches the next block unnormalised
+(through the identity skip or a convolution), and the closing norm of pre-activation
+ResNets is left out, so no modulation is normalised away.
 
 Followed: the ResNet of Dai & Wipf's two-stage VAE (ICLR 2019; github daib13/TwoStageVAE,
 network/util.py `res_block`, `scale_block`, `downsample`, `upsample` and the `Resnet`
@@ -25,15 +27,19 @@ downsampling between scales with the width doubling, a dense part to the latent
 parameters, the decoder mirrored with stride-2 transposed convolutions and a final 3×3
 convolution. Deviations, each deliberate:
 
-- GroupNorm (Wu & He 2018; gcd(32, width) groups) instead of BatchNorm. BatchNorm
-  normalises by the statistics of the batch in training and by running averages in
-  evaluation. In a β-conditional model trained with one β per minibatch, each batch's
-  statistics belong to one β while the running averages mix all β: evaluated at a given β
-  the network would not compute what it was trained to (and per-example β mixes β within
-  a batch). It would also make one example's loss depend on the rest of its batch, so
-  an evaluation (−ELBO, IWAE, AIS with repeated copies of x) would not be the density the
-  model defines — the same reason the optimal σ_x modes freeze σ_x at evaluation. GroupNorm
-  is per example and identical in training and evaluation.
+- `norm` = GroupNorm with one group (Wu & He 2018; a LayerNorm over channels and
+  positions) instead of BatchNorm. BatchNorm normalises by the statistics of the batch in
+  training and by running averages in evaluation. In a β-conditional model trained with
+  one β per minibatch, each batch's statistics belong to one β while the running averages
+  mix all β: evaluated at a given β the network would not compute what it was trained to
+  (and per-example β mixes β within a batch). It would also make one example's loss
+  depend on the rest of its batch, so an evaluation (−ELBO, IWAE, AIS with repeated
+  copies of x) would not be the density the model defines — the same reason the optimal
+  σ_x modes freeze σ_x at evaluation. GroupNorm is per example and identical in training
+  and evaluation. One group, not 32: a group of one channel (InstanceNorm) removes a
+  per-channel scale and shift exactly, so on the residual branch it would cancel the FiLM
+  or gate modulation of the block before it; one group removes only the example's overall
+  mean and scale.
 - Identity skips (as in He et al. and MR-VAE's CelebA ResNet, github pomonam/mr-vae)
   instead of TwoStageVAE's 3×3 convolution on the shortcut: the width never changes
   inside a unit.
@@ -50,8 +56,6 @@ convolution. Deviations, each deliberate:
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -60,9 +64,9 @@ from .blocks import Block, BlockNetwork, mlp_blocks
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with gcd(32, channels) groups: 32 groups at the usual widths, per channel
-    below 32 (batch-independent normalisation; see the module docstring)."""
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    """GroupNorm with one group: per example, over channels and positions (batch-independent,
+    and channel-wise modulations pass through it; see the module docstring)."""
+    return nn.GroupNorm(1, channels)
 
 
 def final_map(network: str, data_shape: tuple[int, ...], channels: list[int]) -> tuple[int, int]:
@@ -89,7 +93,7 @@ def _conv3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ResidualUnit(Block):
-    """x + F(x), F = GroupNorm → ReLU → 3×3 conv → GroupNorm → ReLU → 3×3 conv."""
+    """x + F(x), F = norm → ReLU → 3×3 conv → norm → ReLU → 3×3 conv."""
 
     def __init__(self, channels: int):
         super().__init__(
@@ -127,7 +131,7 @@ def build_resnet(
         down += [Block(_conv3(c_in, c_out, stride=2), features=c_out)]
         down += [ResidualUnit(c_out) for _ in range(units)]
     encoder = BlockNetwork(
-        [*down, group_norm(channels[-1]), nn.ReLU(), nn.Flatten(), *mlp_blocks(widths)],
+        [*down, nn.ReLU(), nn.Flatten(), *mlp_blocks(widths)],
         nn.Linear(widths[-1], encoder_outputs),
     )
 
@@ -141,10 +145,6 @@ def build_resnet(
             nn.Unflatten(-1, (channels[-1], fh, fw)),
             *up,
         ],
-        nn.Sequential(
-            group_norm(channels[0]),
-            nn.ReLU(),
-            _conv3(channels[0], decoder_outputs_per_dim * c),
-        ),
+        nn.Sequential(nn.ReLU(), _conv3(channels[0], decoder_outputs_per_dim * c)),
     )
     return encoder, decoder
