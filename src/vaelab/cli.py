@@ -219,10 +219,10 @@ def _image_run(args: argparse.Namespace, betas: list[float]):
     allowed for its model: one line for an unconditional model, a warning for a β outside a
     conditional one's training range (it extrapolates there)."""
     run = _existing_run(args, args.weights)
-    from .data import ImageData
+    from .data.base import ImageSet
     from .evaluation.inspection import beta_outside_range
 
-    if not isinstance(run.test_data, ImageData):
+    if not isinstance(run.test_data, ImageSet):
         raise VaelabError(
             f"vaelab {args.command}: {run.config.data.name} holds no images, and the figures are "
             "image grids; for other data call vaelab.sample / traverse / interpolate in Python"

@@ -35,6 +35,7 @@ from torch import Tensor
 from .checkpoint import checkpoint_metadata, load_checkpoint, load_model_weights
 from .config import Config, from_dict
 from .data import ImageData, load_data
+from .data.base import ImageSet
 from .data.bow import (
     BowData,
     collapsed_baseline,
@@ -331,7 +332,7 @@ def write_run_report(
     if plot_training_curves(run.run_dir / "training_curves.png", read_jsonl(run.run_dir / METRICS)):
         figures.append("![training curves](training_curves.png)\n")
     device = next(model.parameters()).device
-    if isinstance(data, ImageData):
+    if isinstance(data, ImageSet):
         x = data.batch(slice(0, n_images)).to(device)
         recons, samples = report_path(run, "reconstructions.png"), report_path(run, "samples.png")
         save_reconstructions(recons, x, model.reconstruct(x))

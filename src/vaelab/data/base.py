@@ -72,8 +72,14 @@ def to_device(batch, device: torch.device):
     return batch.to(device)
 
 
+class ImageSet(TrainingData):
+    """Base class of image data sets: `batch(index)` gives float32 images [B, C, H, W] in
+    [0, 1]; `shape` (C, H, W), `labels`, `factors`, `factor_names`, `subset`, `limit`.
+    `ImageData` holds them in memory, `data.streaming.StreamedImages` reads them from disk."""
+
+
 @dataclass
-class ImageData(TrainingData):
+class ImageData(ImageSet):
     """Images [N, C, H, W] with optional labels and ground-truth factors.
 
     `images` is stored compactly as uint8 (value/255) or as floats in [0, 1]; `batch` gives

@@ -4,12 +4,14 @@ Layout: FOLDER/train/ and FOLDER/test/ when both exist, else FOLDER itself split
 `split_seed`. Inside a split, images may sit in class folders (FOLDER/train/cat/1.png); the
 sorted class-folder names then give the labels. Images are resized to `image_size` × `image_size`
 when it is set (required when their sizes differ) and converted to `channels`: 1 (grey) or
-3 (RGB); by default 3 if any image is in a colour mode, else 1. Stored as uint8.
+3 (RGB); by default 3 if any image is in a colour mode, else 1. Stored as uint8 in memory, or
+streamed from the files when `data.storage` says so (`data/streaming.py`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
 from .base import ImageData, random_split
+from .streaming import StreamedImages, keep_in_memory
 
 GREY_MODES = {"1", "L", "LA"}
 COLOUR_MODES = {"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -69,11 +72,35 @@ def scan(folder: Path) -> tuple[list[Path], list[str | None]]:
     return files, [class_of(f, folder) for f in files]
 
 
-def to_tensor(images: list[Image.Image], channels: int) -> torch.Tensor:
-    """uint8 [N, C, H, W]; every image must already have the same size."""
-    mode = "L" if channels == 1 else "RGB"
-    arrays = [np.asarray(im.convert(mode)).reshape(im.size[1], im.size[0], -1) for im in images]
-    return torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+def image_tensor(image: Image.Image, channels: int) -> torch.Tensor:
+    """uint8 [C, H, W] of one image in `channels` (1: grey, 3: RGB)."""
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return torch.from_numpy(
+        array.reshape(image.size[1], image.size[0], -1).transpose(2, 0, 1).copy()
+    )
+
+
+def header(file: Path) -> tuple[tuple[int, int], str]:
+    """(size, mode) of an image file from its header, without decoding it."""
+    try:
+        with Image.open(file) as image:
+            size, mode = image.size, image.mode
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{file}: cannot read image ({exc})") from None
+    if mode not in GREY_MODES | COLOUR_MODES:
+        raise DataError(f"{file}: image mode {mode} is not supported; use 8 bits per channel")
+    return size, mode
+
+
+@dataclass(frozen=True)
+class FileDecoder:
+    """file → uint8 [C, H, W], resized to `size` (a picklable callable for DataLoader workers)."""
+
+    size: int | None
+    channels: int
+
+    def __call__(self, file: Path) -> torch.Tensor:
+        return image_tensor(read_image(file, self.size), self.channels)
 
 
 @DATASETS.register("image-folder")
@@ -93,21 +120,23 @@ def load(cfg: DataConfig) -> tuple[ImageData, ImageData]:
     classes = [c for _, split_classes in splits for c in split_classes]
     if None in classes and any(c is not None for c in classes):
         raise DataError(f"image-folder: {root} mixes loose images with class folders")
-    images = [read_image(f, cfg.image_size) for f in files]
-
-    sizes = {im.size for im in images}
+    names = {name: k for k, name in enumerate(sorted(set(classes) - {None}))}
+    labels = torch.tensor([names[c] for c in classes]) if names else None
+    headers = [header(f) for f in files]  # sizes and modes, nothing decoded
+    sizes = {size for size, _ in headers} if cfg.image_size is None else set()
     if len(sizes) > 1:
         (w1, h1), (w2, h2) = sorted(sizes)[:2]
         raise DataError(
             f"image-folder: images differ in size ({w1}×{h1}, {w2}×{h2}, …); set data.image_size"
         )
-    channels = cfg.channels or (3 if any(im.mode == "RGB" for im in images) else 1)
-    names = {name: k for k, name in enumerate(sorted(set(classes) - {None}))}
-    data = ImageData(
-        "image-folder",
-        to_tensor(images, channels),
-        labels=torch.tensor([names[c] for c in classes]) if names else None,
-    )
+    channels = cfg.channels or (3 if any(mode in COLOUR_MODES for _, mode in headers) else 1)
+    width, height = (cfg.image_size,) * 2 if cfg.image_size else next(iter(sizes))
+    shape = (channels, height, width)
+    decode = FileDecoder(cfg.image_size, channels)
+    if keep_in_memory(cfg, len(files), shape):
+        data = ImageData("image-folder", torch.stack([decode(f) for f in files]), labels=labels)
+    else:
+        data = StreamedImages("image-folder", files, decode, shape, labels, workers=cfg.workers)
 
     if has_splits:
         n_train = len(splits[0][0])

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..data.base import ImageData
+from ..data.base import ImageSet
 
 
 @torch.no_grad()
@@ -40,7 +40,7 @@ def evaluate(
                 totals[name] = totals.get(name, 0.0) + value
     model.train(was_training)
     means = {name: float(total) / len(data) for name, total in totals.items()}
-    if "negative_elbo" in means and isinstance(data, ImageData):
+    if "negative_elbo" in means and isinstance(data, ImageSet):
         dims = math.prod(data.shape)
         means["bits_per_dim"] = means["negative_elbo"] / (dims * math.log(2.0))
     return means

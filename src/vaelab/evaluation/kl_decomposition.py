@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.base import ImageData
+from ..data.base import ImageSet
 from ..distributions import (
     DiagonalGaussian,
     StandardNormal,
@@ -111,7 +111,7 @@ def _subset(data_or_x, n: int | None, rng: np.random.Generator):
     if n is None or n >= total:
         return data_or_x
     index = np.sort(rng.choice(total, size=n, replace=False))
-    if isinstance(data_or_x, ImageData):
+    if isinstance(data_or_x, ImageSet):
         return data_or_x.subset(torch.from_numpy(index))
     return (
         data_or_x[index]
@@ -336,7 +336,7 @@ def decompose_stratified(
 
 def kl_decomposition(
     model,
-    data_or_x: ImageData | Tensor | np.ndarray,
+    data_or_x: ImageSet | Tensor | np.ndarray,
     n: int | None = 10_000,
     random_state: RandomState = 0,
     beta: float | None = None,
@@ -347,7 +347,7 @@ def kl_decomposition(
     batch_size: int = 500,
 ) -> dict[str, float | list[float]]:
     """Index-code MI, total correlation and dimension-wise KL of a VAE's rate (diagonal-Gaussian
-    posterior, standard-normal prior) on at most `n` examples of `data_or_x` (an ImageData or
+    posterior, standard-normal prior) on at most `n` examples of `data_or_x` (an ImageSet or
     inputs [N, ...]; a random subset of n when there are more, all when n is None), at `beta`
     for a β-conditional model. See `decompose_posteriors` for the returned dict and the module
     docstring for the estimators."""
@@ -360,7 +360,7 @@ def kl_decomposition(
 
 
 def posterior_mean_variance(
-    model, data_or_x: ImageData | Tensor | np.ndarray, beta: float | None = None
+    model, data_or_x: ImageSet | Tensor | np.ndarray, beta: float | None = None
 ) -> Tensor:
     """Cov_x(E_q[z_j | x]) for every latent dimension j → float64 [L] (unbiased variance of the
     encoder means over the examples)."""
@@ -371,7 +371,7 @@ def posterior_mean_variance(
 
 
 def latent_usage(
-    model, data_or_x: ImageData | Tensor | np.ndarray, threshold: float = 0.01, beta=None
+    model, data_or_x: ImageSet | Tensor | np.ndarray, threshold: float = 0.01, beta=None
 ) -> dict:
     """How the latents are used over `data_or_x`: the active units (`active_units`), the
     variance of every encoder mean, and the mean over examples of KL(q(z_j|x) ‖ p(z_j)) of
@@ -391,7 +391,7 @@ def latent_usage(
 
 def active_units(
     model,
-    data_or_x: ImageData | Tensor | np.ndarray,
+    data_or_x: ImageSet | Tensor | np.ndarray,
     threshold: float = 0.01,
     beta: float | None = None,
 ) -> int:

@@ -1,0 +1,140 @@
+"""Image sets read from disk as they are needed, and the choice between that and decoding a
+whole set into memory up front.
+
+`StreamedImages` keeps only the list of its items (files, zip members, …) and a `decode`
+function item → uint8 [C, H, W]; its `batches` are decoded by `DataLoader` worker processes in
+the order asked for, read ahead (`prefetch_factor` batches per worker) and, for a GPU, pinned
+and copied without blocking. The trainer's data order is a function of (seed, epoch) either
+way, so a streamed run is bit-identical to the in-memory one and resumes as exactly.
+
+`data.storage`: "memory" decodes up front, "stream" streams, "auto" (default) keeps a set in
+memory when its decoded uint8 size is at most `MEMORY_FRACTION` of the memory available now.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import DataConfig
+from .base import ImageSet, to_device, to_float
+
+MEMORY_FRACTION = 0.25  # auto: in memory when the decoded set takes ≤ this share of free RAM
+PREFETCH = 4  # batches each worker decodes ahead
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux: MemAvailable; else the physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def keep_in_memory(cfg: DataConfig, n: int, shape: Sequence[int]) -> bool:
+    """`data.storage` for a set of n images of `shape` (C, H, W) stored as uint8."""
+    if cfg.storage != "auto":
+        return cfg.storage == "memory"
+    return n * math.prod(shape) <= MEMORY_FRACTION * available_memory()
+
+
+class _Decoded(Dataset):
+    def __init__(self, items: Sequence[Any], decode: Callable[[Any], Tensor]):
+        self.items, self.decode = items, decode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.decode(self.items[i])
+
+
+class StreamedImages(ImageSet):
+    """Images decoded from `items` when asked for; labels and factors in memory (as in
+    `ImageData`, whose interface it shares for training, evaluation and reports)."""
+
+    def __init__(
+        self,
+        name: str,
+        items: Sequence[Any],
+        decode: Callable[[Any], Tensor],
+        shape: tuple[int, int, int],
+        labels: Tensor | None = None,
+        factors: Tensor | None = None,
+        factor_names: tuple[str, ...] = (),
+        workers: int = 2,
+        binary: bool = False,
+        target: torch.device | None = None,
+    ):
+        self.name, self.items, self.decode = name, list(items), decode
+        self.shape, self.labels, self.factors = tuple(shape), labels, factors
+        self.factor_names, self.workers, self.binary = factor_names, workers, binary
+        self.target = target or torch.device("cpu")  # where batches go
+
+    device = torch.device("cpu")  # indices and items stay on the host
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.labels, self.factors) if t is not None)
+
+    def batch(self, index: Tensor | slice) -> Tensor:
+        """The images at `index`, decoded here, float32 in [0, 1] on the target device."""
+        rows = range(len(self))[index] if isinstance(index, slice) else index.tolist()
+        images = torch.stack([self.decode(self.items[i]) for i in rows])
+        return to_float(to_device(images, self.target))
+
+    def batches(self, chunks: Sequence[Tensor]):
+        """The images of each chunk, decoded by `workers` processes ahead of use, in order."""
+        if self.workers == 0:
+            yield from (self.batch(c) for c in chunks)
+            return
+        loader = DataLoader(
+            _Decoded(self.items, self.decode),
+            batch_sampler=[c.tolist() for c in chunks],
+            num_workers=self.workers,
+            collate_fn=torch.stack,
+            pin_memory=self.target.type == "cuda",
+            prefetch_factor=PREFETCH,
+            generator=torch.Generator().manual_seed(0),  # not the global one the step seeded
+        )
+        for images in loader:
+            yield to_float(images.to(self.target, non_blocking=True))
+
+    def _with(self, **changes) -> StreamedImages:
+        fields = dict(
+            name=self.name, items=self.items, decode=self.decode, shape=self.shape,
+            labels=self.labels, factors=self.factors, factor_names=self.factor_names,
+            workers=self.workers, binary=self.binary, target=self.target,
+        )  # fmt: skip
+        return StreamedImages(**(fields | changes))
+
+    def to(self, device: torch.device | str) -> StreamedImages:
+        return self._with(target=torch.device(device))
+
+    def placed(self, device: torch.device) -> StreamedImages:
+        return self.to(device)
+
+    def subset(self, index: Tensor | slice) -> StreamedImages:
+        rows = range(len(self))[index] if isinstance(index, slice) else index.tolist()
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return self._with(
+            items=[self.items[i] for i in rows],
+            labels=pick(self.labels),
+            factors=pick(self.factors),
+        )
+
+    def limit(self, n: int | None) -> StreamedImages:
+        return self if n is None or n >= len(self) else self.subset(slice(0, n))

@@ -1,0 +1,132 @@
+"""Issue 17 item 2: image sets streamed from disk by DataLoader workers train bit-identically
+to the same set decoded into memory, and a streamed run killed with SIGKILL resumes exactly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_env
+from PIL import Image
+
+from vaelab.checkpoint import load_checkpoint
+from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
+from vaelab.data import load_data
+from vaelab.data import streaming as streaming_module
+from vaelab.data.base import ImageData
+from vaelab.data.streaming import StreamedImages
+from vaelab.errors import DataError
+from vaelab.files import read_jsonl
+from vaelab.runs import train_run
+from vaelab.training import CHECKPOINT, METRICS
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """240 RGB PNGs of 16×16 in two class folders, with structure (a blob) and noise."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    for i in range(240):
+        cls = "a" if i % 2 else "b"
+        (root / cls).mkdir(exist_ok=True)
+        cy, cx = rng.integers(3, 13, size=2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+        pixels = 200 * blob[..., None] * rng.uniform(0.3, 1.0, size=3) + rng.uniform(
+            0, 40, (16, 16, 3)
+        )
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / cls / f"{i:04d}.png")
+    return root
+
+
+def data_config(folder, storage, **kw) -> DataConfig:
+    return DataConfig(name="image-folder", path=str(folder), storage=storage, **kw)
+
+
+def test_streamed_and_in_memory_sets_hold_the_same_images_labels_and_split(folder):
+    memory = load_data(data_config(folder, "memory"))
+    streamed = load_data(data_config(folder, "stream", workers=2))
+    for m, s in zip(memory, streamed):
+        assert isinstance(m, ImageData) and isinstance(s, StreamedImages)
+        assert len(m) == len(s) and m.shape == s.shape == (3, 16, 16)
+        assert torch.equal(m.labels, s.labels)
+        index = torch.tensor([0, 5, len(m) - 1])
+        assert torch.equal(m.batch(index), s.batch(index))
+        assert torch.equal(m.batch(slice(3, 9)), s.batch(slice(3, 9)))
+        chunks = list(torch.randperm(len(m), generator=torch.Generator().manual_seed(1)).split(7))
+        decoded = list(s.batches(chunks))  # by two worker processes
+        assert all(torch.equal(d, m.batch(c)) for d, c in zip(decoded, chunks))
+        assert s.nbytes == s.labels.nbytes and m.nbytes == len(m) * 3 * 16 * 16  # no images held
+
+
+def test_auto_storage_streams_what_would_take_more_than_a_quarter_of_free_memory(
+    folder, monkeypatch
+):
+    decoded = 240 * 3 * 16 * 16  # the folder, uint8 (split after the choice)
+    monkeypatch.setattr(streaming_module, "available_memory", lambda: 4 * decoded - 4)
+    assert isinstance(load_data(data_config(folder, "auto"))[0], StreamedImages)
+    monkeypatch.setattr(streaming_module, "available_memory", lambda: 4 * decoded)
+    assert isinstance(load_data(data_config(folder, "auto"))[0], ImageData)
+
+
+def config(folder, storage, epochs=3) -> Config:
+    return Config(
+        data=data_config(folder, storage, workers=2),
+        model=ModelConfig(network="conv", channels=[8, 8], hidden=[32], latent_dim=4),
+        train=TrainConfig(epochs=epochs, batch_size=24, progress=False, device="cpu", log_every=3),
+    )
+
+
+def test_a_streamed_run_trains_bit_identically_to_the_in_memory_run(folder, tmp_path):
+    a = train_run(config(folder, "memory"), tmp_path / "memory", report=False)
+    b = train_run(config(folder, "stream"), tmp_path / "stream", report=False)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "memory" / METRICS)) == strip(
+        read_jsonl(tmp_path / "stream" / METRICS)
+    )
+
+
+def test_a_streamed_run_killed_with_sigkill_resumes_bit_identically(folder, tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        f"[data]\nname = 'image-folder'\npath = '{folder}'\nstorage = 'stream'\nworkers = 2\n"
+        "[model]\nnetwork = 'conv'\nchannels = [8, 8]\nhidden = [32]\nlatent_dim = 4\n"
+        "[train]\nepochs = 60\nbatch_size = 24\ncheckpoint_every = 20\nlog_every = 10\n"
+        "progress = false\ndevice = 'cpu'\n"
+    )  # 9 steps per epoch → 540 steps
+    command = [sys.executable, "-m", "vaelab", "train", str(cfg), "--run-dir"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*command, str(straight)], check=True, env=run_env(), capture_output=True)
+    proc = subprocess.Popen(
+        [*command, str(killed)], env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        records = read_jsonl(killed / METRICS)
+        if records and records[-1]["step"] >= 150:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # DataLoader workers exit when their parent dies
+    proc.wait()
+    _, meta = load_checkpoint(killed / CHECKPOINT)
+    assert not meta["finished"] and 0 < meta["step"] < 540, meta["step"]
+    resumed = subprocess.run([*command, str(killed)], env=run_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, _ = load_checkpoint(straight / CHECKPOINT)
+    b, _ = load_checkpoint(killed / CHECKPOINT)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_an_image_in_an_unsupported_mode_is_refused_when_the_set_is_scanned(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tmp_path / "deep.png")  # 16 bits
+    with pytest.raises(DataError, match="deep.png: image mode I.* is not supported"):
+        load_data(data_config(tmp_path, "stream"))
