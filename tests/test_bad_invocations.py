@@ -682,6 +682,62 @@ CASES = (
         (f"run {name} malformed config", f"run {name} {{bad_toml}}", "malformed")
         for name in RECIPES
     ]
+    + [
+        # the standard data sets (tests/test_datasets.py has their files in the real formats)
+        ("storage unknown", f"{S} data.storage=disk", "data.storage: unknown value 'disk'"),
+        ("workers negative", f"{S} data.workers=-1", "data.workers: must be ≥ 0"),
+        ("test split unknown", f"{S} data.test_split=val", 'did you mean "valid"'),
+        ("crop negative", f"{S} data.crop=-1", "data.crop: must be ≥ 0"),
+        ("attribute number", f"{S} data.attribute=5", "data.attribute: expected a string"),
+        (
+            "celeba missing",
+            f"{S} data.name=celeba --set data.path={{missing}}",
+            "celeba: not found",
+        ),
+        ("celeba download", f"{S} data.name=celeba --set data.download=true", "Google Drive"),
+        (
+            "celeba without partition file",
+            f"{S} data.name=celeba --set data.path={{empty_dir}}",
+            "no img_align_celeba.zip or img_align_celeba/",
+        ),
+        (
+            "cifar10 not an archive",
+            f"{S} data.name=cifar10 --set data.path={{a_file}}",
+            "not a .tar.gz archive",
+        ),
+        ("cifar10 other size", f"{S} data.name=cifar10 --set data.image_size=64", "are 32×32"),
+        (
+            "svhn without mat files",
+            f"{S} data.name=svhn --set data.path={{empty_dir}}",
+            "no train_32x32.mat, test_32x32.mat",
+        ),
+        ("svhn valid split", f"{S} data.name=svhn --set data.test_split=valid", "no official"),
+        (
+            "shapes3d truncated file",
+            f"{S} data.name=shapes3d --set data.path={{a_file}}",
+            "bytes but the official 3dshapes.h5 has 267,573,662 (truncated)",
+        ),
+        (
+            "shapes3d not HDF5",
+            f"{S} data.name=shapes3d --set data.path={{a_file}} --set data.verify=false",
+            "not a readable HDF5 file",
+        ),
+        (
+            "dsprites-npz not npz",
+            f"{S} data.name=dsprites-npz --set data.path={{a_file}}",
+            "not a readable .npz file",
+        ),
+        (
+            "binarized-mnist truncated IDX",
+            f"{S} data.name=binarized-mnist --set data.path={{idx_trunc}}",
+            "corrupt IDX",
+        ),
+        (
+            "binarized-mnist partial IDX",
+            f"{S} data.name=binarized-mnist --set data.path={{idx_partial}}",
+            "3 of 4 MNIST IDX files",
+        ),
+    ]
 )
 
 

@@ -80,8 +80,8 @@ class Registry(Generic[T]):
 
 DATASETS: Registry[Callable[..., Any]] = Registry(
     "dataset", "vaelab.data",
-    ("20newsgroups", "20newsgroups-rainbow", "digits", "dsprites", "fashion-mnist",
-     "image-folder", "mnist"),
+    ("20newsgroups", "20newsgroups-rainbow", "binarized-mnist", "celeba", "cifar10", "digits",
+     "dsprites", "dsprites-npz", "fashion-mnist", "image-folder", "mnist", "shapes3d", "svhn"),
 )  # fmt: skip
 NETWORKS: Registry[Callable[..., Any]] = Registry(
     "network", "vaelab.networks", ("conv", "dcgan", "e1", "e2", "e3", "mlp", "resnet")

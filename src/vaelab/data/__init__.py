@@ -9,7 +9,19 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
-from . import bow, digits, dsprites, idx, image_folder  # noqa: F401  (fill the registry)
+from . import (  # noqa: F401  (fill the registry)
+    binarized_mnist,
+    bow,
+    celeba,
+    cifar10,
+    digits,
+    dsprites,
+    dsprites_npz,
+    idx,
+    image_folder,
+    shapes3d,
+    svhn,
+)
 from .base import ImageData, TensorData, cache_dir
 
 __all__ = ["ImageData", "TensorData", "cache_dir", "load_data"]
