@@ -150,38 +150,101 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_rd(args: argparse.Namespace) -> int:
     """RD points of every run below RUN_DIR; a run that cannot be read or measured is
-    skipped with a warning line, the others are reported."""
+    skipped with a warning line, the others are reported. With `--against SWEEP_DIR`, beside
+    each β of a β-conditional run the relative gap of its test loss to the sweep's runs
+    trained at that β (`rate_distortion.add_gaps`)."""
     root = _existing_dir(args.run_dir)
-    from .evaluation.rate_distortion import log_grid, rd_points, regime_of, write_rd
+    against = _existing_dir(args.against, "--against sweep directory") if args.against else None
+    from .evaluation.rate_distortion import log_grid, shown_gap, write_rd
     from .runs import load_runs
     from .training import CHECKPOINT
 
     skipped = lambda run_dir, exc: warn(f"skipped {str(run_dir)!r}: {exc}")
-    runs = load_runs(root, device=_device(args.device), on_error=skipped)
+    device = _device(args.device)
+    runs = load_runs(root, device=device, on_error=skipped)
     if not runs:
         raise VaelabError(f"no readable trained run (no {CHECKPOINT}) in or below {str(root)!r}")
+    separate = _sweep_runs(root, runs, against, device, skipped) if against else []
     betas = args.betas
+    if not betas and separate:  # the sweep's own β
+        betas = sorted({run.model.beta for run in separate})
     if not betas:  # the widest β range of the conditional runs, else the sweeps' own β
         ranges = [r.config.model.beta_range for r in runs if r.model.conditional]
         low, high = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (0.01, 10)
         betas = log_grid(low, high, 7)
+    sweep_points = {id(run): _measured(run, against, [], skipped) for run in separate}
     points = []
     for run in runs:
-        name = str(run.run_dir.relative_to(root)) if run.run_dir != root else run.run_dir.name
-        try:
-            points += rd_points(run.model, run.test_data, betas, regime_of(run.config.model), name)
-        except VaelabError as exc:
-            skipped(run.run_dir, exc)
+        measured = _measured(run, root, betas, skipped)
+        if against and run.model.conditional:
+            _add_sweep_gaps(run, measured, separate, sweep_points)
+        points += measured
     if not points:
         raise VaelabError(f"no run below {str(root)!r} could be measured")
     write_rd(root, points)
     for p in points:
+        gap = f"  gap {shown_gap(p)}" if "separate_runs" in p else ""
         print(
             f"{p['regime']:30s} {p['run']:28s} β={p['beta']:<8g} R={p['rate']:.4g} "
-            f"D={p['distortion']:.4g} MSE={p['mse']:.4g}"
+            f"D={p['distortion']:.4g} MSE={p['mse']:.4g}{gap}"
         )
     print(f"wrote {root / 'rd.csv'}, rd.md, rd.png")
     return 0
+
+
+def _sweep_runs(root: Path, runs: list, against: Path, device: str, skipped) -> list:
+    """The separately trained (unconditional) runs below `against`, once `runs` (of `root`)
+    hold a β-conditional one; else one line."""
+    from .runs import load_runs
+
+    if not any(run.model.conditional for run in runs):
+        raise VaelabError(
+            f"--against: no β-conditional run in or below {str(root)!r}; the gap to a sweep is "
+            "a conditional run's (leave --against out for unconditional runs)"
+        )
+    loaded = load_runs(against, device=device, on_error=skipped)
+    separate = [r for r in loaded if not r.model.conditional]
+    if not separate:
+        raise VaelabError(
+            f"--against: no readable separately trained (unconditional) run in or below "
+            f"{str(against)!r}"
+        )
+    return separate
+
+
+def _measured(run, top: Path, betas, skipped) -> list[dict]:
+    """The RD points of `run` (named by its path below `top`); [] with a warning line when it
+    cannot be measured."""
+    from .evaluation.rate_distortion import rd_points, regime_of
+
+    name = str(run.run_dir.relative_to(top)) if run.run_dir != top else run.run_dir.name
+    try:
+        return rd_points(run.model, run.test_data, betas, regime_of(run.config.model), name)
+    except VaelabError as exc:
+        skipped(run.run_dir, exc)
+        return []
+
+
+def _add_sweep_gaps(run, points: list[dict], separate: list, sweep_points: dict) -> None:
+    """`add_gaps` of a conditional run's points against the sweep runs on its test set,
+    warning about runs on other test data and about a σ_x regime that differs."""
+    from .evaluation.rate_distortion import add_gaps, same_test_set
+    from .registry import SIGMA_MODES
+
+    usable = [r for r in separate if same_test_set(r.test_data, run.test_data)]
+    if len(usable) < len(separate):
+        warn(
+            f"--against: {len(separate) - len(usable)} sweep run(s) hold other test data than "
+            f"{str(run.run_dir)!r}; left out of its gaps"
+        )
+    estimated = SIGMA_MODES.get(run.config.model.sigma_mode).estimated
+    if any(SIGMA_MODES.get(r.config.model.sigma_mode).estimated != estimated for r in usable):
+        warn(
+            f"--against: sweep runs with σ_x {'fixed' if estimated else 'estimated'} are "
+            f"compared with {str(run.run_dir)!r} (σ_x {'estimated' if estimated else 'fixed'}): "
+            "their losses are not like for like"
+        )
+    add_gaps(points, [p for r in usable for p in sweep_points[id(r)]])
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
@@ -598,7 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rd", help="rate–distortion of every run below RUN_DIR over a β grid")
     p.add_argument("run_dir")
     p.add_argument(
-        "--betas", nargs="+", type=_positive_float, help="β grid (default: 7 log-spaced)"
+        "--betas",
+        nargs="+",
+        type=_positive_float,
+        help="β grid (default: the --against sweep's β, else 7 log-spaced)",
+    )
+    p.add_argument(
+        "--against",
+        metavar="SWEEP_DIR",
+        help="beside each β of a β-conditional run, the gap of its test loss to the runs "
+        "below SWEEP_DIR trained at that β (mean and 95 %% interval over their seeds)",
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_rd)

@@ -70,8 +70,12 @@ def one_of(choices: Collection[str] | Registry, **kw: Any) -> Any:
 
 
 # names of lower layers' tables, declared here so that a config is checked without torch
-# (tests/test_contracts.py keeps them equal to `log_uniform.PER_EXAMPLE`, `multinomial.CONVENTIONS`)
-BETA_SAMPLINGS = ("minibatch", "example")  # β drawn once per minibatch, or per example
+# (tests/test_contracts.py keeps them equal to `log_uniform.PER_EXAMPLE`, `multinomial.CONVENTIONS`;
+# tests/test_beta_conditioning.py the β laws, conditioning sites and gate forms)
+BETA_SAMPLINGS = ("minibatch", "example", "stratified")  # one β per minibatch / example / stratum
+BETA_LAWS = ("log-uniform", "tilted")  # log_uniform.TAKES_TILT: the law of log β on [log a, log b]
+CONDITION_SITES = ("blocks", "latent", "heads")  # models/vae.py: where the modulation acts
+GATE_DECODERS = ("sigmoid", "mr-vae")  # networks/conditioning.py: the gate's decoder form
 MULTINOMIAL_CONVENTIONS = ("full", "no-coefficient", "saturated")
 
 
@@ -133,6 +137,16 @@ class ModelConfig:
     conditioning: str | None = one_of(CONDITIONING, default=None)  # film (YOTO) | gate (MR-VAE)
     beta_range: list[float] = field(default_factory=lambda: [0.01, 10.0])  # [a, b]
     beta_sampling: str = one_of(BETA_SAMPLINGS, default="minibatch")
+    # the law of log β (distributions/log_uniform.py): log-uniform, or tilted towards a by
+    # a truncated exponential of concentration beta_tilt (None: 2)
+    beta_law: str = one_of(BETA_LAWS, default="log-uniform")
+    beta_tilt: float | None = at_least(0.0, strict=True, default=None)
+    # where the modulation acts: every block, the blocks next to the code (the encoder's last,
+    # the decoder's first), the networks' output heads (posterior and likelihood parameters)
+    condition_at: list[str] = one_of(CONDITION_SITES, default_factory=lambda: ["blocks"])
+    condition_scale: float | None = at_least(0.0, strict=True, default=None)  # film 0.1, gate 1
+    condition_hidden: int | None = at_least(1, default=None)  # conditioner MLP (film: 32)
+    gate_decoder: str = one_of(GATE_DECODERS, default="sigmoid")  # gate: the decoder's form
 
     def __post_init__(self):
         for name in ("hidden", "channels"):
@@ -143,7 +157,49 @@ class ModelConfig:
             raise ConfigError(
                 f"model.beta_range: need [a, b] with 0 < a ≤ b, got {self.beta_range}"
             )
+        if not self.condition_at or len(set(self.condition_at)) < len(self.condition_at):
+            raise ConfigError(
+                "model.condition_at: need one or more distinct sites of "
+                f"{', '.join(CONDITION_SITES)}, got {self.condition_at}"
+            )
         self._check_combination()
+        self._check_conditioning_options()
+
+    def _is_default(self, name: str) -> bool:
+        f = next(f for f in dataclasses.fields(self) if f.name == name)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        return getattr(self, name) == default
+
+    def _check_conditioning_options(self) -> None:
+        """Refuse a β-conditioning option that would be ignored: one set without
+        model.conditioning, a tilt for a law without one, an option the chosen conditioner
+        does not take (by its `config_fields`)."""
+        from .distributions.log_uniform import TAKES_TILT
+
+        options = ("condition_scale", "condition_hidden", "gate_decoder")
+        if self.conditioning is None:
+            changed = [
+                n for n in ("beta_law", "beta_tilt", "condition_at", *options)
+                if not self._is_default(n)
+            ]  # fmt: skip
+            if changed:
+                raise ConfigError(
+                    f"model.{changed[0]}: an option of a β-conditional model; set "
+                    "model.conditioning (film or gate) or leave it out"
+                )
+            return
+        if self.beta_tilt is not None and not TAKES_TILT[self.beta_law]:
+            raise ConfigError(
+                f"model.beta_tilt: the {self.beta_law!r} law has no tilt; set "
+                "model.beta_law = 'tilted' or leave it out"
+            )
+        takes = CONDITIONING.get(self.conditioning).config_fields.values()
+        for name in options:
+            if name not in takes and not self._is_default(name):
+                raise ConfigError(
+                    f"model.{name}: the {self.conditioning!r} conditioning has no such option; "
+                    "leave it out or choose a conditioning that takes it"
+                )
 
     def _check_combination(self) -> None:
         """Refuse combinations that would change meaning silently, by the registered
@@ -184,6 +240,12 @@ class ModelConfig:
                 f"model.sigma_mode: '{self.sigma_mode}' fits one σ_x to the whole batch, so "
                 "it needs one β per batch; set model.beta_sampling = 'minibatch' or use "
                 "sigma_mode = 'optimal-image'"
+            )
+        per_example = self.conditioning is not None and PER_EXAMPLE[self.beta_sampling]
+        if estimator.enumerates and per_example:
+            raise ConfigError(
+                f"model.beta_sampling: '{self.estimator}' decodes every code once for the "
+                "whole batch, so it needs one β per batch; set model.beta_sampling = 'minibatch'"
             )
 
 

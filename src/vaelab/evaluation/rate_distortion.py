@@ -3,6 +3,12 @@ and the four regimes of DESIGN §1b they are compared across.
 
 An unconditional run is one point, at the β it was trained with; a β-conditional run is a
 whole curve, evaluated at every β of the grid by feeding β to the model (DESIGN §1b).
+
+Against a sweep (`vaelab rd RUN --against SWEEP`, `add_gaps`), each point of a conditional
+run gets the relative gap of its test loss to the separately trained runs at its β,
+(conditional − separate) / |separate| (positive: the conditional model is worse; the losses
+of continuous data are negative nats, hence the magnitude), one gap per separate run (its
+seeds), their mean and 95 % Student-t interval (`verdicts.interval`, as sweep tables do).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import ModelConfig
 from ..data.base import ImageData
@@ -26,8 +33,11 @@ from ..registry import SIGMA_MODES
 from ..report import markdown_table
 from .elbo import evaluate
 from .figures import plot_rate_distortion
+from .verdicts import interval
 
 COLUMNS = ("regime", "run", "beta", "rate", "distortion", "mse", "negative_elbo", "loss", "sigma")
+# added by `add_gaps`: the separate runs' mean loss, the relative gap and its interval, how many
+GAP_COLUMNS = ("separate_loss", "relative_gap", "gap_low", "gap_high", "separate_runs")
 
 CLASSIC_SIGMA = math.sqrt(0.5)  # σ² = ½: the Gaussian NLL is Σ(x − μ)² + const
 
@@ -101,35 +111,90 @@ def rd_points(
     return points
 
 
+def same_test_set(a, b, examples: int = 256) -> bool:
+    """Whether two runs' test sets hold the same examples (the same object, or the same
+    length and the same first `examples` examples, each drawn from the same seed: a set
+    binarised at random draws alike)."""
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    part = slice(0, min(examples, len(a)))
+    with torch.random.fork_rng(devices=[]):
+        firsts = []
+        for data in (a, b):
+            torch.manual_seed(0)
+            firsts.append(torch.as_tensor(data.batch(part)).cpu())
+    return bool(torch.equal(*firsts))
+
+
+def add_gaps(points: list[dict], separate: list[dict]) -> None:
+    """Give every point of a β-conditional run (`points`) the `GAP_COLUMNS` against the
+    points of separately trained runs (`separate`, one each, at its own β): those whose β
+    equals the point's (to 1e-9 relative) are its sweep runs. No such run: separate_runs 0
+    and no gap."""
+    for p in points:
+        losses = [s["loss"] for s in separate if math.isclose(s["beta"], p["beta"], rel_tol=1e-9)]
+        gap = interval([(p["loss"] - s) / abs(s) for s in losses if s != 0])
+        p.update(
+            separate_loss=float(np.mean(losses)) if losses else None,
+            relative_gap=gap["mean"],
+            gap_low=gap["low"],
+            gap_high=gap["high"],
+            separate_runs=len(losses),
+        )
+
+
+def shown_gap(p: dict) -> str:
+    """A point's gap as '+1.23 % [0.81, 1.65] (3 runs)', '+1.23 % (1 run)', or what is
+    missing."""
+    if not p.get("separate_runs"):
+        return "no sweep run at this β"
+    if p["relative_gap"] is None:
+        return "separate loss is 0: no relative gap"
+    runs = f"({p['separate_runs']} run{'s' if p['separate_runs'] > 1 else ''})"
+    if p["gap_low"] is None:
+        return f"{100 * p['relative_gap']:+.2f} % {runs}"
+    return (
+        f"{100 * p['relative_gap']:+.2f} % [{100 * p['gap_low']:+.2f}, "
+        f"{100 * p['gap_high']:+.2f}] {runs}"
+    )
+
+
+def _or_dash(value):
+    return "—" if value is None else value
+
+
 def write_rd(out_dir: str | Path, points: list[dict], title: str = "") -> None:
     """rd.csv, rd.md (a table per regime) and rd.png (rate vs distortion and vs MSE)."""
     out_dir = Path(out_dir)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    gaps = any("separate_runs" in p for p in points)
+    columns = COLUMNS + GAP_COLUMNS if gaps else COLUMNS
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(points)
+    writer.writerows({k: "" if v is None else v for k, v in p.items()} for p in points)
     atomic_write_text(out_dir / "rd.csv", buf.getvalue())
     curves: dict[str, list[dict]] = {}
     for p in points:
         curves.setdefault(p["regime"], []).append(p)
     lines = ["# Rate–distortion (test set, per example, nats)\n"]
     for regime in sorted(curves):
+        against = any("separate_runs" in p for p in curves[regime])
         rows = [
-            [
-                p["run"],
-                p["beta"],
-                p["rate"],
-                p["distortion"],
-                p["mse"],
-                p["negative_elbo"],
-                p["loss"],
-            ]
+            [p["run"], p["beta"], p["rate"], p["distortion"], p["mse"], p["negative_elbo"]]
+            + [p["loss"]]
+            + ([_or_dash(p.get("separate_loss")), shown_gap(p)] if against else [])
             for p in sorted(curves[regime], key=lambda p: p["beta"])
         ]
-        lines += [
-            f"## {regime}\n",
-            markdown_table(["run", "β", "R", "D", "MSE/dim", "−ELBO", "D + βR"], rows),
-        ]
+        header = ["run", "β", "R", "D", "MSE/dim", "−ELBO", "D + βR"]
+        header += ["sweep D + βR", "gap to the sweep (95 % CI)"] if against else []
+        lines += [f"## {regime}\n", markdown_table(header, rows)]
+    if gaps:
+        lines.append(
+            "Gap: (conditional − separate) / |separate| test loss D + βR, one per separately "
+            "trained run at that β; mean and 95 % Student-t interval over those runs.\n"
+        )
     lines.append("![rate–distortion](rd.png)\n")
     atomic_write_text(out_dir / "rd.md", "\n".join(lines))
     plot_rate_distortion(out_dir / "rd.png", {k: curves[k] for k in sorted(curves)}, title=title)

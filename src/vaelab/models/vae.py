@@ -5,20 +5,25 @@ both per example, summed over dimensions, in nats (DESIGN §1a). β multiplies t
 the decoder's σ_x lives in the likelihood, so β and σ_x never stand in for each other.
 
 With a `beta_prior` the VAE is β-conditional (DESIGN §1b): in training each example's β is
-drawn from it (log-uniform, per example or per minibatch) and the loss is
-E_β[D(x; β) + β·R(x; β)]; the encoder, the decoder and, in σ mode `learned-beta`, σ_x all
-see ℓ = standardised log β. At evaluation the model is run at any β it is given.
+drawn from it (its law and scheme in distributions/log_uniform.py: per minibatch, per example
+or stratified) and the loss is E_β[D(x; β) + β·R(x; β)]; the encoder, the decoder and, in σ
+mode `learned-beta`, σ_x all see ℓ = standardised log β, the networks at the sites
+`model.condition_at` names (`CONDITION_SITES`). At evaluation the model is run at any β it
+is given. With one β per batch ℓ is [1], and each network's conditioner runs once per batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..distributions.log_uniform import PER_EXAMPLE, LogUniformBeta
+from ..distributions import log_uniform
+from ..distributions.log_uniform import LogUniformBeta
+from ..errors import ConfigError
 from ..estimators import LossTerms
 from ..estimators.reparameterization import reparameterization
 from ..registry import CONDITIONING, ESTIMATORS, LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS
@@ -78,10 +83,14 @@ class VAE(nn.Module):
         return self.posterior.from_params(full_precision(self.encoder(x, condition)))
 
     def decode(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        """Decoder output for codes z [*lead, B, L] (ℓ [B] is repeated over the lead dims)."""
+        """Decoder output for codes z [*lead, B, L] (ℓ [1], or [B]: the decoder computes the
+        modulations of the B β once and repeats them over the other lead dims)."""
         lead = z.shape[:-1]
-        if condition is not None and len(condition) > 1:
-            condition = condition.expand(*lead).reshape(-1)
+        if condition is not None and len(condition) > 1 and lead[-1:] != condition.shape:
+            raise ValueError(
+                f"codes {list(z.shape)} do not end in the batch of {len(condition)} β "
+                "(one β per example needs codes [..., B, L])"
+            )
         out = full_precision(self.decoder(z.reshape(-1, z.shape[-1]), condition))
         return out.reshape(*lead, *out.shape[1:])
 
@@ -104,6 +113,51 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decode(self.prior.sample(n, device=device), cond))
 
 
+# model.condition_at's sites (config.py declares the same names)
+CONDITION_SITES = ("blocks", "latent", "heads")
+
+
+def beta_prior_of(cfg: ModelConfig) -> LogUniformBeta:
+    """The β distribution of a β-conditional config: range, law and sampling scheme."""
+    low, high = cfg.beta_range
+    return log_uniform.beta_prior(low, high, cfg.beta_sampling, cfg.beta_law, cfg.beta_tilt)
+
+
+def condition_networks(
+    cfg: ModelConfig, encoder: nn.Module, decoder: nn.Module, heads: tuple[int, int]
+) -> None:
+    """Add `cfg.conditioning` to both networks at the sites of `cfg.condition_at`: every
+    block ("blocks"), the encoder's last block and the decoder's first ("latent", the ones
+    next to the code), the networks' output heads ("heads": the posterior's parameters and
+    the likelihood's, a σ_x head among them when the σ mode has one; `heads` = their units).
+    The conditioner takes the options its `config_fields` names, those that are set."""
+    make = CONDITIONING.get(cfg.conditioning)
+    options = {
+        arg: getattr(cfg, name)
+        for arg, name in make.config_fields.items()
+        if getattr(cfg, name) is not None
+    }
+    sites = set(cfg.condition_at)
+    for side, network, latent_end, head in (
+        ("encoder", encoder, -1, heads[0]),
+        ("decoder", decoder, 0, heads[1]),
+    ):
+        count = network.block_count
+        if "latent" in sites and not count:
+            raise ConfigError(
+                f"model.condition_at: 'latent' modulates the {side}'s block next to the code, "
+                f"and this {cfg.network} {side} has none; choose 'blocks' or 'heads'"
+            )
+        blocks = set(range(count)) if "blocks" in sites else set()
+        if "latent" in sites:
+            blocks.add(latent_end % count)
+        network.add_conditioning(
+            partial(make, side=side, **options),
+            blocks=blocks,
+            head_features=head if "heads" in sites else None,
+        )
+
+
 def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
     """Assemble a VAE from the registered parts named in `cfg`."""
     posterior = POSTERIORS.get(cfg.posterior)
@@ -118,11 +172,9 @@ def build_vae(cfg: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
     )
     beta_prior = None
     if cfg.conditioning is not None:
-        modulator = CONDITIONING.get(cfg.conditioning)
-        encoder.add_conditioning(modulator)
-        decoder.add_conditioning(modulator)
-        low, high = cfg.beta_range
-        beta_prior = LogUniformBeta(low, high, per_example=PER_EXAMPLE[cfg.beta_sampling])
+        heads = (posterior.param_size(cfg.latent_dim), likelihood.outputs_per_dim * data_shape[0])
+        condition_networks(cfg, encoder, decoder, heads)
+        beta_prior = beta_prior_of(cfg)
     prior = PRIORS.get(cfg.prior)(cfg.latent_dim)
     return VAE(
         encoder,
