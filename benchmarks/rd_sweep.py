@@ -1,32 +1,51 @@
-"""One β-conditional decoupled VAE against a sweep of K separately trained decoupled β-VAEs.
+"""One β-conditional decoupled VAE against a sweep of K separately trained decoupled β-VAEs,
+like for like, over seeds, for one or more variants of the conditional model.
 
 Reproduce (from the repository root, in the project's virtualenv):
 
-    python benchmarks/rd_sweep.py
+    python benchmarks/rd_sweep.py                      # σ optimal-shared on both sides
+    python benchmarks/rd_sweep.py --sigma learned      # learned-shared vs learned-beta
+    python benchmarks/rd_sweep.py --classic            # σ_x² = ½ fixed on both sides
+    python benchmarks/rd_sweep.py --variant film tilted gate-mr-vae latent   # a table
 
-Fashion-MNIST; the same MLP Gaussian VAE (hidden [512, 256], 16 latents), σ_x by the same
-mode (default optimal-shared: the batch optimum; in the conditional model the optimum within
-each β group), the same epochs, batch size and Adam settings for every run. The sweep trains
-K = 8 models with β log-spaced on [a, b] = [0.01, 10]; the conditional model draws
-log β ~ U[log a, log b] per minibatch and is FiLM-conditioned (YOTO) on it. Both are then
-evaluated on the test set at each of the K β: rate R, distortion D (nats, σ_x optimal for
-the evaluation batch) and loss D + β·R.
+Fashion-MNIST; the same MLP Gaussian VAE (hidden [512, 256], 16 latents), the same epochs,
+batch size, Adam settings and learning-rate schedule (`--lr-schedule`) for every run. The
+sweep trains K = 8 models per seed with β log-spaced on [a, b] = [0.01, 10]; each variant's
+conditional model (one per seed) draws β as its variant says (by default log β ~ U[log a,
+log b] once per minibatch) and is FiLM-conditioned (YOTO) on it by default.
 
-wallclock_ratio = (seconds to train all K sweep models) / (seconds to train the conditional
-model), each measured around `vaelab.runs.train_run` (data loading, training, final test
-evaluation), run one after the other in this process.
+σ_x, the same semantics on both sides (`--sigma`):
+- optimal (default): `optimal-shared` on both — the training batch's optimum, one σ for the
+  batch, which the conditional side can use because β is one per minibatch too;
+- learned: `learned-shared` (one learned σ) for the sweep against `learned-beta` (a learned
+  σ(β)) for the conditional model;
+- `--classic`: σ_x² = ½ fixed on both (Σ(x−μ)² + β·KL: MR-VAE / YOTO as published), written
+  to rd_sweep_classic.json.
+Test losses are D + β·R per example on the test set, with σ_x frozen from training (the
+running average of the training optimum, a function of β on the conditional side), so both
+sides' losses are bounds, independent of the test data's errors.
 
-With --classic both sides are the classic regime instead (σ_x² = ½ fixed, i.e. Σ(x−μ)² + β·KL:
-MR-VAE / YOTO as published vs the classic β-VAE sweep), written to rd_sweep_classic.json.
+Per variant: per β the relative gap (conditional − separate) / |separate| of each seed (the
+conditional model of seed s against the separate model of seed s at that β), its mean and
+95 % Student-t interval over seeds; the worst mean gap; the wall-clock ratio = (seconds to
+train the K sweep models) / (seconds to train the conditional model), over all seeds, both
+measured in this one process around `vaelab.runs.train_run` (data loading, training, final
+test evaluation), with the machine's load average recorded before and after.
 
-Goals: wallclock_ratio ≥ 7.5; conditional_loss ≤ separate_loss + 0.01·|separate_loss| at
-every β (the losses are negative nats for continuous data, so "× 1.01" is read as a 1 %
-margin of the loss's magnitude).
+Variants (`VARIANTS`; the first given is the default reported at the top level): the β law
+and scheme, MR-VAE gating (sigmoid, or the paper's decoder form) against FiLM, where the
+modulation enters (every block, the blocks next to the code, the output heads), its strength
+and the conditioner's width. A variant the σ semantics cannot take (a per-example β with a
+σ fitted to the whole batch) is refused in one line before anything trains.
+
+Goals: wallclock_ratio ≥ 7.5; mean relative gap ≤ 1 % at every β.
+Smoke check (seconds): --epochs 1 --train-limit 512 --test-limit 256 --k 2 --seeds 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -36,12 +55,44 @@ import numpy as np
 import torch
 
 from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
+from vaelab.errors import ConfigError
 from vaelab.evaluation import evaluate
+from vaelab.evaluation.verdicts import interval
 from vaelab.files import write_json
 from vaelab.runs import train_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, fashion_mnist_folder, provenance  # noqa: E402
+
+GOAL_RATIO, GOAL_GAP = 7.5, 0.01
+
+# name → ModelConfig fields of the conditional side (on top of conditioning = "film",
+# per-minibatch log-uniform β at every block)
+VARIANTS: dict[str, dict] = {
+    "film": {},
+    "gate": {"conditioning": "gate"},
+    "gate-mr-vae": {"conditioning": "gate", "gate_decoder": "mr-vae"},
+    "gate-mlp": {"conditioning": "gate", "condition_hidden": 32},
+    "tilted": {"beta_law": "tilted", "beta_tilt": 2.0},
+    "tilted-1": {"beta_law": "tilted", "beta_tilt": 1.0},
+    "stratified": {"beta_sampling": "stratified"},  # per example: --sigma learned only
+    "latent": {"condition_at": ["latent"]},
+    "heads": {"condition_at": ["blocks", "heads"]},
+    "strong": {"condition_scale": 0.3},
+    "wide": {"condition_hidden": 128},
+}
+# --sigma → (the sweep's σ mode, the conditional model's)
+SIGMAS = {"optimal": ("optimal-shared", "optimal-shared"), "learned": ("learned-shared", "learned-beta")}  # fmt: skip
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds: integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds: distinct integers ≥ 0, got {text!r}")
+    return seeds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,51 +105,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--sigma-mode", default="optimal-shared")
+    p.add_argument("--lr-schedule", default="constant", help="train.lr_schedule of both sides")
+    p.add_argument("--sigma", choices=sorted(SIGMAS), default="optimal")
     p.add_argument(
         "--classic",
         action="store_true",
         help="the classic regimes instead: σ_x² = ½ fixed (Σ(x−μ)² + β·KL) for both",
     )
-    p.add_argument("--conditioning", default="film", choices=["film", "gate"])
-    p.add_argument("--beta-sampling", default="minibatch", choices=["minibatch", "example"])
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=["film"],
+        help="conditional variants to measure (the first is the default reported on top)",
+    )
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="e.g. 0,1,2")
     p.add_argument(
         "--train-limit", type=int, default=None, help="first N training images (quick checks)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-limit", type=int, default=None, help="first N test images")
     p.add_argument(
         "--output", help="default: results/rd_sweep.json (rd_sweep_classic.json with --classic)"
     )
     args = p.parse_args(argv)
+    if args.classic and args.sigma != "optimal":
+        p.error("--classic fixes σ_x on both sides; leave --sigma out")
+    if len(set(args.variant)) < len(args.variant):
+        p.error("--variant: name each variant once")
     args.output = args.output or str(
         RESULTS / ("rd_sweep_classic.json" if args.classic else "rd_sweep.json")
     )
     return args
 
 
-def config(args, beta: float, conditional: bool) -> Config:
-    sigma = (
-        dict(sigma_mode="fixed", sigma=0.5**0.5)
-        if args.classic
-        else dict(sigma_mode=args.sigma_mode)
-    )
-    model = ModelConfig(network="mlp", hidden=[512, 256], latent_dim=16, beta=beta, **sigma)
+def sigma_fields(args, conditional: bool) -> dict:
+    if args.classic:
+        return dict(sigma_mode="fixed", sigma=0.5**0.5)
+    return dict(sigma_mode=SIGMAS[args.sigma][conditional])
+
+
+def config(args, beta: float, seed: int, variant: str | None) -> Config:
+    """A sweep run's config (variant None) or a conditional variant's."""
+    conditional = variant is not None
+    fields = sigma_fields(args, conditional)
     if conditional:
-        model.conditioning = args.conditioning
-        model.beta_range = list(args.beta_range)
-        model.beta_sampling = args.beta_sampling
+        fields |= dict(conditioning="film", beta_range=list(args.beta_range))
+        fields |= VARIANTS[variant]
+    model = ModelConfig(network="mlp", hidden=[512, 256], latent_dim=16, beta=beta, **fields)
     return Config(
         data=DataConfig(
             name="fashion-mnist",
             path=str(fashion_mnist_folder(args.data)),
             train_limit=args.train_limit,
+            test_limit=args.test_limit,
         ),
         model=model,
         train=TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
-            seed=args.seed,
+            lr_schedule=args.lr_schedule,
+            seed=seed,
             progress=False,
             eval_every=args.epochs,
             checkpoint_every=10_000,
@@ -113,74 +180,136 @@ def timed_run(cfg: Config, run_dir: Path):
     return run, time.perf_counter() - start
 
 
-def terms(run, beta: float) -> dict[str, float]:
+def loss(run, beta: float) -> dict[str, float]:
     m = evaluate(run.model, run.test_data, beta=beta)
+    return {"rate": m["rate"], "distortion": m["distortion"], "loss": m["distortion"] + beta * m["rate"]}  # fmt: skip
+
+
+def mean(values) -> float:
+    return float(np.mean(values))
+
+
+def load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def summarise(betas, seeds, separate, conditional, sweep_seconds, cond_seconds) -> dict:
+    """A variant's row: per β the losses and rates (means over seeds) and the gap's mean and
+    95 % interval over seeds; the worst mean gap; the wall-clock ratio."""
+    per_beta = []
+    for beta in betas:
+        c = [conditional[s][beta] for s in seeds]
+        p = [separate[s][beta] for s in seeds]
+        gaps = [(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(c, p)]
+        gap = interval(gaps)
+        per_beta.append({
+            "beta": beta,
+            "conditional_loss": mean([a["loss"] for a in c]),
+            "separate_loss": mean([b["loss"] for b in p]),
+            "relative_gap": gap["mean"],
+            "gap_ci95": None if gap["low"] is None else [gap["low"], gap["high"]],
+            "gap_per_seed": gaps,
+            "conditional_rate": mean([a["rate"] for a in c]),
+            "separate_rate": mean([b["rate"] for b in p]),
+            "conditional_distortion": mean([a["distortion"] for a in c]),
+            "separate_distortion": mean([b["distortion"] for b in p]),
+            "goal_met": gap["mean"] <= GOAL_GAP,
+        })  # fmt: skip
+    ratio = sum(sweep_seconds.values()) / sum(cond_seconds.values())
     return {
-        "rate": m["rate"],
-        "distortion": m["distortion"],
-        "loss": m["distortion"] + beta * m["rate"],
+        "wallclock_ratio": ratio,
+        "wallclock_ratio_per_seed": [sweep_seconds[s] / cond_seconds[s] for s in seeds],
+        "sweep_seconds": sum(sweep_seconds.values()),
+        "conditional_seconds": sum(cond_seconds.values()),
+        "worst_gap": max(r["relative_gap"] for r in per_beta),
+        "per_beta": per_beta,
+        "goal_met": ratio >= GOAL_RATIO and all(r["goal_met"] for r in per_beta),
     }
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     betas = [float(f"{b:.4g}") for b in np.geomspace(*args.beta_range, args.k)]
+    for variant in args.variant:  # refused before anything trains
+        try:
+            config(args, 1.0, args.seeds[0], variant)
+        except ConfigError as exc:
+            sys.exit(f"rd_sweep: variant {variant!r} with these σ semantics: {exc}")
     print(
-        f"rd_sweep: K = {args.k} β {betas}, {args.epochs} epochs, threads {torch.get_num_threads()}"
+        f"rd_sweep: K = {args.k} β {betas}, {args.epochs} epochs, seeds {args.seeds}, "
+        f"variants {args.variant}, threads {torch.get_num_threads()}"
     )
+    load_before = load()
+    separate = {s: {} for s in args.seeds}
+    conditional = {v: {s: {} for s in args.seeds} for v in args.variant}
+    sweep_seconds, cond_seconds = {}, {v: {} for v in args.variant}
     with tempfile.TemporaryDirectory(prefix="vaelab-rd-sweep-") as tmp:
-        conditional, conditional_seconds = timed_run(
-            config(args, 1.0, True), Path(tmp) / "conditional"
+        for variant in (args.variant[0], None):  # untimed: the first run's imports and reads
+            warm = config(args, 1.0, args.seeds[0], variant)
+            warm.data.train_limit = warm.data.test_limit = args.batch_size
+            train_run(warm, Path(tmp) / f"warm-up-{variant or 'sweep'}", report=False)
+        for seed in args.seeds:  # side by side: each seed's conditional runs, then its sweep
+            for variant in args.variant:
+                run, seconds = timed_run(
+                    config(args, 1.0, seed, variant), Path(tmp) / f"{variant}-seed{seed}"
+                )
+                cond_seconds[variant][seed] = seconds
+                conditional[variant][seed] = {beta: loss(run, beta) for beta in betas}
+                print(f"seed {seed} conditional {variant}: {seconds:.1f} s")
+            sweep_seconds[seed] = 0.0
+            for beta in betas:
+                run, seconds = timed_run(
+                    config(args, beta, seed, None), Path(tmp) / f"beta{beta:g}-seed{seed}"
+                )
+                sweep_seconds[seed] += seconds
+                separate[seed][beta] = loss(run, beta)
+                print(f"seed {seed} separate β = {beta:g}: {seconds:.1f} s")
+
+    variants = []
+    for variant in args.variant:
+        row = summarise(
+            betas, args.seeds, separate, conditional[variant], sweep_seconds, cond_seconds[variant]
         )
-        print(f"conditional: {conditional_seconds:.1f} s")
-        separate, sweep_seconds = {}, 0.0
-        for beta in betas:
-            separate[beta], seconds = timed_run(
-                config(args, beta, False), Path(tmp) / f"beta{beta:g}"
-            )
-            sweep_seconds += seconds
-            print(f"separate β = {beta:g}: {seconds:.1f} s")
-
-        per_beta = []
-        for beta in betas:
-            c, s = terms(conditional, beta), terms(separate[beta], beta)
-            row = {
-                "beta": beta,
-                "conditional_loss": c["loss"],
-                "separate_loss": s["loss"],
-                "conditional_rate": c["rate"],
-                "conditional_distortion": c["distortion"],
-                "separate_rate": s["rate"],
-                "separate_distortion": s["distortion"],
-                "relative_gap": (c["loss"] - s["loss"]) / abs(s["loss"]),
-            }
-            row["goal_met"] = row["relative_gap"] <= 0.01
-            per_beta.append(row)
-            print(
-                f"β {beta:<8g} loss conditional {c['loss']:9.2f} separate {s['loss']:9.2f} "
-                f"(gap {100 * row['relative_gap']:+.2f} %)  R {c['rate']:7.2f} / {s['rate']:7.2f}"
-            )
-
-    ratio = sweep_seconds / conditional_seconds
+        model = config(args, 1.0, args.seeds[0], variant).model
+        variants.append({
+            "name": variant, "fields": VARIANTS[variant], "conditioning": model.conditioning,
+            "beta_sampling": model.beta_sampling, "beta_law": model.beta_law, **row,
+        })  # fmt: skip
+        print(
+            f"{variant:12s} ratio {row['wallclock_ratio']:.2f}  worst gap "
+            f"{100 * row['worst_gap']:+.2f} %  gaps "
+            + " ".join(f"{100 * r['relative_gap']:+.2f}" for r in row["per_beta"])
+        )
+    default = variants[0]
+    sweep_sigma, cond_sigma = (
+        ("fixed", "fixed") if args.classic else SIGMAS[args.sigma]
+    )  # fmt: skip
     result = {
         "benchmark": "rd_sweep",
-        "wallclock_ratio": ratio,
-        "sweep_seconds": sweep_seconds,
-        "conditional_seconds": conditional_seconds,
-        "per_beta": per_beta,
+        "default_variant": default["name"],
+        "wallclock_ratio": default["wallclock_ratio"],
+        "seeds": args.seeds,
+        "beta_sampling": default["beta_sampling"],
+        "beta_law": default["beta_law"],
+        "sigma_mode": {"sweep": sweep_sigma, "conditional": cond_sigma},
+        "per_beta": default["per_beta"],
+        "variants": variants,
         "goals": {
-            "wallclock_ratio >= 7.5": ratio >= 7.5,
-            "conditional_loss <= separate_loss + 0.01*|separate_loss| at every beta": all(
-                r["goal_met"] for r in per_beta
+            f"wallclock_ratio >= {GOAL_RATIO}": default["wallclock_ratio"] >= GOAL_RATIO,
+            f"mean relative_gap <= {GOAL_GAP} at every beta": all(
+                r["goal_met"] for r in default["per_beta"]
             ),
         },
-        "loss_definition": "test D + beta * R per example, nats; D with sigma_x frozen from training (the running average of the training batches' optimum, a function of beta for the conditional model): it does not depend on the test data or the evaluation batch",
+        "loss_definition": "test D + beta * R per example, nats; D with sigma_x frozen from training (the running average of the training batches' optimum, a function of beta for the conditional model, or the learned sigma_x): it does not depend on the test data or the evaluation batch; relative_gap = (conditional - separate) / |separate| per seed, mean and 95 % Student-t interval over seeds",
+        "machine_load": {"loadavg_1min_before": load_before, "loadavg_1min_after": load()},
         "settings": {k: v for k, v in vars(args).items() if k != "output"} | {"betas": betas},
         **provenance(),
     }
     write_json(args.output, result)
+    met = sum(r["goal_met"] for r in default["per_beta"])
     print(
-        f"wallclock ratio {ratio:.2f}; losses within 1 % at {sum(r['goal_met'] for r in per_beta)}/{len(per_beta)} β"
+        f"{default['name']}: wallclock ratio {default['wallclock_ratio']:.2f}; mean gap ≤ 1 % "
+        f"at {met}/{len(betas)} β"
     )
     print(f"wrote {args.output}")
     return result
