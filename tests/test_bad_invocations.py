@@ -409,7 +409,7 @@ CASES = (
         ),
         # names
         ("unknown dataset", f"{S} data.name=fashion", 'did you mean "fashion-mnist"'),
-        ("unknown network", f"{S} model.network=resnet", "unknown network 'resnet'"),
+        ("unknown network", f"{S} model.network=transformer", "unknown network 'transformer'"),
         ("unknown likelihood", f"{S} model.likelihood=poisson", "unknown likelihood 'poisson'"),
         ("unknown sigma mode", f"{S} model.sigma_mode=learned", "unknown sigma mode"),
         ("unknown posterior", f"{S} model.posterior=gamma", "unknown posterior 'gamma'"),
@@ -648,7 +648,7 @@ CASES = (
             "seeds must lie",
         ),
         ("run recipe lr nan", "run demo --set lr=.nan", "lr: must be a finite number"),
-        ("run recipe unknown network", "run demo --set network=resnet", "unknown network"),
+        ("run recipe unknown network", "run demo --set network=transformer", "unknown network"),
         ("run recipe sweep option", "run demo --set sweep.max_concurrent=0", "must be ≥ 1"),
         (
             "run recipe sweep unknown",
