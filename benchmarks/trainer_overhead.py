@@ -24,8 +24,9 @@ images), and both finish with one test-set evaluation.
 The repetitions are interleaved (plain and vaelab alternate which goes first; the
 DataLoader variant, if on, runs third) after an untimed warm-up of a few steps of each.
 All variants use the same torch.set_num_threads (default: torch's default). The result is
-the median of the paired per-run ratios vaelab / plain (goal: ≤ 1.05; the host's speed
-drifts, and a back-to-back pair shares the drift), written atomically to
+the median of the paired per-run ratios vaelab / plain (goal: ≤ 1.02; the host's speed
+drifts, and a back-to-back pair shares the drift), with the mean paired ratio and its 95 %
+Student-t interval beside it, written atomically to
 benchmarks/results/trainer_overhead.json with the per-run times and ratios.
 
 Timings on a shared machine are only as good as its quietness: before each timing the script
@@ -58,6 +59,7 @@ from vaelab.config import Config, DataConfig, ModelConfig, TrainConfig
 from vaelab.data import ImageData, load_data
 from vaelab.data.base import to_float
 from vaelab.evaluation import evaluate
+from vaelab.evaluation.verdicts import shown, stat
 from vaelab.files import write_json
 from vaelab.models import build_vae
 from vaelab.runs import seed_everything
@@ -69,7 +71,7 @@ from common import command_line, fashion_mnist_folder, machine, source_state  # 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "trainer_overhead.json"
-GOAL = 1.05
+GOAL = 1.02  # issue 16: with the defaults (callbacks off)
 
 MODEL = ModelConfig(
     network="mlp",
@@ -386,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         "vaelab_seconds": seconds["vaelab"],
         "per_run_ratio": per_run,
         "ratio_definition": "median over runs of vaelab_seconds / plain_seconds of the same run",
+        "mean_ratio": stat(per_run),
         "ratio_of_medians": med["vaelab"] / med["plain"],
         "plain_median_seconds": med["plain"],
         "vaelab_median_seconds": med["vaelab"],
@@ -456,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(
         f"median paired ratio vaelab/plain = {ratio:.3f} (goal ≤ {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}); "
+        f"mean {shown(result['mean_ratio'])} (95 % t interval); "
         f"per run: {', '.join(f'{x:.3f}' for x in per_run)}"
     )
     print(

@@ -191,6 +191,19 @@ class _ExplodesAtStep(nn.Module):
         return _Terms(loss * float("nan") if self.calls >= self.at else loss)
 
 
+def test_nonfinite_tensors_counts_exactly_and_ignores_an_overflowing_sum():
+    from vaelab.checkpoint import nonfinite_tensors
+
+    big = torch.full((4,), 3e38)  # finite values whose float32 sum is inf
+    tensors = {
+        "big": big,
+        "nan": torch.tensor([1.0, float("nan"), 2.0]),
+        "both": torch.tensor([float("inf"), float("-inf"), 0.0]),
+        "ints": torch.tensor([1, 2]),
+    }
+    assert nonfinite_tensors(tensors) == {"nan": 1, "both": 2}
+
+
 def test_nan_guard_stops_with_step_and_term_and_writes_no_nan_weights(tmp_path):
     data = ImageData("toy", torch.rand(64, 1, 2, 2))
     cfg = TrainConfig(epochs=10, batch_size=8, checkpoint_every=5, progress=False, device="cpu")
@@ -214,6 +227,22 @@ def test_resuming_with_a_different_model_config_is_refused(tmp_path):
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("n, world", [(10, 1), (10, 3), (7, 4), (2, 5), (1000, 2)])
+def test_epoch_order_is_what_distributed_sampler_draws(n, world):
+    """The trainer's order (a tensor, no Python list) equals DistributedSampler's, padding by
+    wrap-around included, for every rank and epoch: old runs resume onto the same data."""
+    from torch.utils.data import DistributedSampler
+
+    from vaelab.training.distributed import Placement, epoch_order
+
+    for rank in range(world):
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, seed=3)
+        for epoch in (0, 5):
+            sampler.set_epoch(epoch)
+            order = epoch_order(n, 3, epoch, Placement(torch.device("cpu"), rank, world))
+            assert order.tolist() == list(sampler)
+
+
 def test_torchrun_two_processes_keep_replicas_identical(tmp_path):
     config = write_config(tmp_path / "cfg.toml", epochs=2)
     cmd = [

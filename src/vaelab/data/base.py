@@ -103,7 +103,7 @@ class ImageData(ImageSet):
 
     def batch(self, index: Tensor | slice) -> Tensor:
         """Images at `index` as float32 in [0, 1]."""
-        return to_float(self.images[index])
+        return to_float(rows(self.images, index))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -155,8 +155,8 @@ class TensorData(TrainingData):
         return len(self.tensors[0])
 
     def batch(self, index: Tensor | slice) -> Tensor | tuple[Tensor, ...]:
-        rows = tuple(t[index] for t in self.tensors)
-        return rows[0] if len(rows) == 1 else rows
+        picked = tuple(rows(t, index) for t in self.tensors)
+        return picked[0] if len(picked) == 1 else picked
 
     def to(self, device: torch.device | str) -> TensorData:
         return TensorData(*(t.to(device) for t in self.tensors))
@@ -168,6 +168,14 @@ class TensorData(TrainingData):
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)
+
+
+def rows(t: Tensor, index: Tensor | slice) -> Tensor:
+    """t[index]: a slice as a view, an index tensor by `index_select` (for uint8 images about
+    twice as fast as advanced indexing, which is per-step cost)."""
+    if isinstance(index, Tensor) and index.dim() == 1 and not index.dtype.is_floating_point:
+        return t.index_select(0, index) if index.dtype != torch.bool else t[index]
+    return t[index]
 
 
 def to_float(images: Tensor) -> Tensor:

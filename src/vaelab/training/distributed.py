@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -89,3 +90,17 @@ def broadcast_float(placement: Placement, value: float) -> float:
 def teardown(placement: Placement) -> None:
     if placement.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def epoch_order(n: int, seed: int, epoch: int, placement: Placement) -> torch.Tensor:
+    """The example indices this process visits in `epoch`, as an int64 tensor: exactly what
+    `torch.utils.data.DistributedSampler(range(n), shuffle=True, seed=seed)` yields after
+    `set_epoch(epoch)` — a permutation seeded by seed + epoch, padded by wrapping to a multiple
+    of the world size, every world_size-th index from the rank — without a Python list."""
+    world = placement.world_size
+    g = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=g)
+    total = math.ceil(n / world) * world
+    if total > n:  # wrap around as often as needed (n may be smaller than the padding)
+        order = order.repeat(math.ceil(total / n))[:total]
+    return order[placement.rank : total : world]

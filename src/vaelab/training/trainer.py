@@ -14,16 +14,16 @@ The contract:
   every `eval_every` epochs and at the end, its result logged as the `test` record. The
   trainer knows nothing of what it measures (it is injected by `runs.train_run` and recipes).
 
-Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the same one
-`DistributedSampler` draws — and the noise of step s on rank r comes from a generator seeded
-by (seed, s, r). A resumed run therefore continues bit for bit where the killed one stopped,
-and so does everything it writes: the checkpoint carries the partial sums of the current
-`log_every` window (the first train record after a resume averages the same steps as in an
-uninterrupted run), resuming drops the records logged after the checkpoint and redoes an
-epoch-end evaluation the log lacks (a kill between an epoch-end checkpoint and that epoch's
-`test` record), and the run directory's stale temporary files (from a kill mid-write) are
-removed at every start. `metrics.jsonl` of a resumed run equals the uninterrupted run's but
-for the wall-clock `seconds`.
+Repeatability: the data order of epoch e is a permutation seeded by (seed, e) — the one
+`DistributedSampler` draws (`distributed.epoch_order`) — and the noise of step s on rank r
+comes from a generator seeded by (seed, s, r). A resumed run therefore continues bit for bit
+where the killed one stopped, and so does everything it writes: the checkpoint carries the
+partial sums of the current `log_every` window (the first train record after a resume averages
+the same steps as in an uninterrupted run), resuming drops the records logged after the
+checkpoint and redoes an epoch-end evaluation the log lacks (a kill between an epoch-end
+checkpoint and that epoch's `test` record), and the run directory's stale temporary files
+(from a kill mid-write) are removed at every start. `metrics.jsonl` of a resumed run equals
+the uninterrupted run's but for the wall-clock `seconds`.
 
 Precision: `train.precision = "bf16"` runs the networks under `torch.autocast` (CPU or CUDA),
 "16-mixed" in float16 with a gradient scaler (CUDA only); the VAE casts network outputs back to
@@ -57,7 +57,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from ..checkpoint import (
@@ -166,15 +165,9 @@ class Trainer:
         self.callbacks = build_callbacks(names, image_examples(self.train_data) if names else None)
         self.evaluate = evaluate
         self.optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
-        self.sampler = DistributedSampler(
-            range(len(train_data)),
-            num_replicas=self.placement.world_size,
-            rank=self.placement.rank,
-            shuffle=True,
-            seed=cfg.seed,
-        )
         self.update_size = cfg.batch_size * cfg.accumulate  # examples per update
-        self.steps_per_epoch = math.ceil(len(self.sampler) / self.update_size)
+        per_replica = math.ceil(len(train_data) / self.placement.world_size)
+        self.steps_per_epoch = math.ceil(per_replica / self.update_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.lr_schedule = LR_SCHEDULES[cfg.lr_schedule](
             cfg, self.steps_per_epoch, self.total_steps
@@ -343,8 +336,9 @@ class Trainer:
         size = self.update_size
         while self.state.step < self.total_steps:
             epoch, offset = divmod(self.state.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch)
-            order = torch.tensor(list(self.sampler), device=self.train_data.device)
+            order = distributed.epoch_order(
+                len(self.train_data), self.cfg.seed, epoch, self.placement
+            ).to(self.train_data.device)
             chunks = [  # the micro-batches of each remaining update of the epoch
                 order[b * size : (b + 1) * size].split(self.cfg.batch_size)
                 for b in range(offset, self.steps_per_epoch)
