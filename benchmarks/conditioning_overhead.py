@@ -12,9 +12,11 @@ step, without its logging and checkpoints). The conditional side adds FiLM (or `
 gate`) at the sites of `--condition-at`, β drawn once per minibatch (so each network's
 conditioner runs on one row and its modulation broadcasts over the batch).
 
-At each torch thread count (`--threads`, default 1 and 2), after `--warmup` untimed steps of
+At each torch thread count (`--threads`, default 1 and 2; each in a fresh process), after `--warmup` untimed steps of
 each side, `--repeats` interleaved pairs (the side that goes first alternates) each time
-`--steps` steps of one side and then of the other; the ratio of a pair is conditional /
+`--steps` steps of one side and then of the other, each timing from the weights and optimiser
+state the warm-up ended with (restored untimed: a model trained on across timings changes
+speed as its values drift); the ratio of a pair is conditional /
 plain seconds. Reported per thread count: the mean ratio with its 95 % Student-t interval
 over the pairs, the median, and both sides' median milliseconds per step. Goal: mean ratio
 ≤ 1.05 (the issue's 5 % overhead); `goal_met_with_confidence` asks the interval's upper end
@@ -27,8 +29,11 @@ Writes benchmarks/results/conditioning_overhead.json (`--output`).
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,22 +105,39 @@ class Side:
         train = TrainConfig(batch_size=args.batch_size, progress=False, device="cpu")
         self.trainer = Trainer(self.model, data, train, run_dir, {"model": vars(cfg)})
         self.sizes = [args.batch_size]
-        self.batches = endless_batches(self.trainer.train_data, args.batch_size, args.seed)
+        self.seed = args.seed
+        self.start: tuple | None = None
+
+    def keep_start(self) -> None:
+        """Remember the weights and optimiser state every later timing starts from."""
+        self.start = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.trainer.optimizer.state_dict()),
+        )
 
     def steps(self, n: int) -> float:
-        """Seconds for n optimiser steps."""
+        """Seconds for n optimiser steps, from the kept start (untimed restore) when there is
+        one: a model that trains on across timings drifts in speed (its values change, e.g.
+        towards denormals), so that every timing runs the same n steps of the same weights."""
         trainer = self.trainer
+        if self.start is not None:
+            self.model.load_state_dict(self.start[0])
+            trainer.optimizer.load_state_dict(self.start[1])
+            trainer.state.step = 0
+        batches = endless_batches(trainer.train_data, self.sizes[0], self.seed)
         start = time.perf_counter()
         for _ in range(n):
-            trainer._step(self.batches, self.sizes, measure_grad=False)
+            trainer._step(batches, self.sizes, measure_grad=False)
             trainer.state.step += 1
         return time.perf_counter() - start
 
 
 def measure(args, plain: Side, conditional: Side, threads: int) -> dict:
     torch.set_num_threads(threads)
-    plain.steps(args.warmup)
-    conditional.steps(args.warmup)
+    for side in (plain, conditional):
+        side.start = None
+        side.steps(args.warmup)
+        side.keep_start()
     pairs = []
     for r in range(args.repeats):
         first, second = (plain, conditional) if r % 2 == 0 else (conditional, plain)
@@ -139,8 +161,34 @@ def measure(args, plain: Side, conditional: Side, threads: int) -> dict:
     }
 
 
+def measure_in_subprocess(argv: list[str], threads: int, tmp: Path) -> dict:
+    """One thread count's row, measured by this script in a fresh process: after
+    torch.set_num_threads changes within a process the later block's timings shift (seen
+    here: the side measured second became 13 % faster than the first)."""
+    part = tmp / f"threads{threads}.json"
+    rest = [a for a in _without(argv, "--threads", "--output")]
+    cmd = [sys.executable, __file__, *rest, "--threads", str(threads), "--output", str(part)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(part.read_text())["per_threads"][0]
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """argv without the given options and their values."""
+    out, skip = [], False
+    for a in argv:
+        if a in options:
+            skip = True
+        elif skip and not a.startswith("--"):
+            continue
+        else:
+            skip = False
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     generator = torch.Generator().manual_seed(args.seed)
     data = TensorData(torch.rand(args.examples, *SHAPE, generator=generator))
@@ -149,7 +197,10 @@ def main(argv=None) -> dict:
         conditional = Side(args, True, data, Path(tmp) / "conditional")
         results = []
         for threads in args.threads:
-            row = measure(args, plain, conditional, threads)
+            if len(args.threads) > 1:
+                row = measure_in_subprocess(argv, threads, Path(tmp))
+            else:
+                row = measure(args, plain, conditional, threads)
             results.append(row)
             ci = row["ratio_ci95"]
             shown = "" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
