@@ -42,6 +42,7 @@ from vaelab.data import (
     shapes3d,
     svhn,
 )
+from vaelab.data.streaming import StreamedImages
 from vaelab.errors import DataError
 
 ENVS = (
@@ -840,3 +841,20 @@ def test_a_wrong_hash_exits_2_with_one_line_from_the_command_line(
     )
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "not the published" in err and "Traceback" not in err
+
+
+def test_celeba_streamed_from_the_zip_equals_the_decoded_set(celeba_folder):
+    """data.storage = "stream": the same images (decoded per batch by worker processes that
+    each reopen the zip), attributes and labels as the in-memory set."""
+    _, zipped, _ = celeba_folder
+    for memory, streamed in zip(
+        load("celeba", zipped, attribute="Smiling", storage="memory"),
+        load("celeba", zipped, attribute="Smiling", storage="stream", workers=2),
+    ):
+        assert isinstance(streamed, StreamedImages) and streamed.shape == memory.shape
+        assert torch.equal(streamed.labels, memory.labels)
+        assert torch.equal(streamed.factors, memory.factors)
+        assert streamed.factor_names == memory.factor_names
+        chunks = [torch.tensor([1, 0]), torch.arange(len(memory))]
+        for batch, chunk in zip(streamed.batches(chunks), chunks):
+            assert torch.equal(batch, memory.batch(chunk))

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_env
+from conftest import REPO, run_env
 from PIL import Image
 
 from vaelab.checkpoint import load_checkpoint
@@ -130,3 +130,23 @@ def test_an_image_in_an_unsupported_mode_is_refused_when_the_set_is_scanned(tmp_
     Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tmp_path / "deep.png")  # 16 bits
     with pytest.raises(DataError, match="deep.png: image mode I.* is not supported"):
         load_data(data_config(tmp_path, "stream"))
+
+
+def test_an_image_that_breaks_in_a_worker_stops_training_with_its_one_line(tmp_path):
+    """The header scan passes a truncated PNG; its worker's DataError reaches the user as the
+    loader's own line (not as a worker traceback in text), exit 2."""
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i:02d}.png")
+    broken = tmp_path / "07.png"
+    broken.write_bytes(broken.read_bytes()[:-30])  # header intact, pixel data cut off
+    load_data(data_config(tmp_path, "stream"))  # the scan reads headers only: it passes
+    cmd = [sys.executable, "-m", "vaelab", "train", str(REPO / "configs" / "digits.toml")]
+    cmd += ["--run-dir", str(tmp_path / "run"), "--set", "data.name=image-folder"]
+    cmd += ["--set", f"data.path={tmp_path}", "--set", "data.storage=stream"]
+    cmd += ["--set", "train.epochs=1", "--set", "train.progress=false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"vaelab: error: {broken}: cannot read image ("), line

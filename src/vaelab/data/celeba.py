@@ -12,8 +12,9 @@ the 40 attribute names, then per image its name and 40 values ±1), which gives
 Images: the literature's 64×64 — a centre square of ``data.crop`` = 148 px (left = (178 −
 148) // 2 = 15, top = (218 − 148) // 2 = 35), then resized (bilinear, antialiased) to
 ``data.image_size`` (default 64). ``CelebADecoder`` decodes one image (a file of the folder
-or a member of the zip) to uint8 [C, H, W]; the in-memory loader calls it for every image,
-and a streaming data set can hold it (it pickles, reopening the zip in each process).
+or a member of the zip) to uint8 [C, H, W]; the in-memory path calls it for every image up
+front, the streamed one (`data.storage`) per batch in DataLoader workers (it pickles, and
+each process reopens the zip).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ..config import DataConfig
 from ..errors import DataError, closest
 from ..registry import DATASETS
 from . import official
-from .base import ImageData
+from .base import ImageData, ImageSet
+from .streaming import StreamedImages, keep_in_memory
 
 NAME = "celeba"
 ENV = "VAELAB_CELEBA"
@@ -201,9 +203,11 @@ def why_not(place: Path) -> str | None:
 
 
 @DATASETS.register(NAME)
-def load(cfg: DataConfig) -> tuple[ImageData, ImageData]:
-    """Train (partition 0) and test (partition 2, or 1) decoded into memory as uint8; only the
-    first train_limit / test_limit of each are decoded."""
+def load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
+    """Train (partition 0) and test (partition 2, or 1): decoded into memory as uint8, or
+    streamed (decoded per batch by `data.workers` processes) when `data.storage` says so —
+    "auto" streams a set larger than a quarter of the free memory (all of CelebA at 64×64 is
+    2.5 GB). Only the first train_limit / test_limit of each are used."""
     if cfg.channels not in (None, 1, 3):
         raise DataError(f"celeba: channels must be 1 (grey) or 3 (RGB), got {cfg.channels}")
     if cfg.download:
@@ -243,21 +247,25 @@ def load(cfg: DataConfig) -> tuple[ImageData, ImageData]:
                 f"of {PARTITION.name} (first: {missing[0]})"
             )
 
-    def take(files: list[str]) -> ImageData:
+    def take(files: list[str]) -> ImageSet:
         if attributes is not None and any(f not in attributes for f in files):
             missing = next(f for f in files if f not in attributes)
             raise DataError(f"celeba: {ATTRIBUTES.name} has no row for {missing}")
-        first = decoder(files[0])
-        images = torch.empty((len(files), *first.shape), dtype=torch.uint8)
-        images[0] = first
-        bar = tqdm(files[1:], desc="CelebA", unit="img", disable=len(files) < 5000, leave=False)
-        for i, file in enumerate(bar, 1):
-            images[i] = decoder(file)
         factors = labels = None
         if attributes is not None:
             factors = torch.from_numpy(np.stack([attributes[f] for f in files]))
         if cfg.attribute is not None:
             labels = factors[:, names.index(cfg.attribute)].clone()
+        first = decoder(files[0])
+        if not keep_in_memory(cfg, len(files), first.shape):
+            return StreamedImages(
+                NAME, files, decoder, tuple(first.shape), labels, factors, names, cfg.workers
+            )
+        images = torch.empty((len(files), *first.shape), dtype=torch.uint8)
+        images[0] = first
+        bar = tqdm(files[1:], desc="CelebA", unit="img", disable=len(files) < 5000, leave=False)
+        for i, file in enumerate(bar, 1):
+            images[i] = decoder(file)
         return ImageData(NAME, images, labels=labels, factors=factors, factor_names=names)
 
     return take(wanted["train"]), take(wanted["test"])

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig
+from ..errors import DataError
 from .base import ImageSet, to_device, to_float
 
 MEMORY_FRACTION = 0.25  # auto: in memory when the decoded set takes ≤ this share of free RAM
@@ -48,6 +49,11 @@ def keep_in_memory(cfg: DataConfig, n: int, shape: Sequence[int]) -> bool:
     return n * math.prod(shape) <= MEMORY_FRACTION * available_memory()
 
 
+class _Unreadable(str):
+    """A worker's DataError message, passed back as a value: re-raised in the main process
+    as the one line it is (a worker's exception would arrive with its traceback as text)."""
+
+
 class _Decoded(Dataset):
     def __init__(self, items: Sequence[Any], decode: Callable[[Any], Tensor]):
         self.items, self.decode = items, decode
@@ -55,8 +61,15 @@ class _Decoded(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.decode(self.items[i])
+    def __getitem__(self, i: int) -> Tensor | _Unreadable:
+        try:
+            return self.decode(self.items[i])
+        except DataError as exc:
+            return _Unreadable(str(exc))
+
+
+def _stack(images: list[Tensor | _Unreadable]) -> Tensor | _Unreadable:
+    return next((x for x in images if isinstance(x, _Unreadable)), None) or torch.stack(images)
 
 
 class StreamedImages(ImageSet):
@@ -105,12 +118,14 @@ class StreamedImages(ImageSet):
             _Decoded(self.items, self.decode),
             batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.workers,
-            collate_fn=torch.stack,
+            collate_fn=_stack,
             pin_memory=self.target.type == "cuda",
             prefetch_factor=PREFETCH,
             generator=torch.Generator().manual_seed(0),  # not the global one the step seeded
         )
         for images in loader:
+            if isinstance(images, _Unreadable):
+                raise DataError(str(images))
             yield to_float(images.to(self.target, non_blocking=True))
 
     def _with(self, **changes) -> StreamedImages:
