@@ -391,7 +391,9 @@ class Config:
                 "no β to schedule; use beta_schedule = 'constant' (free bits are allowed)"
             )
         if train.free_bits is not None:
-            if model.conditioning is not None and model.beta_sampling != "minibatch":
+            from .distributions.log_uniform import PER_EXAMPLE
+
+            if model.conditioning is not None and PER_EXAMPLE[model.beta_sampling]:
                 raise ConfigError(
                     "train.free_bits: the floor acts on a minibatch's mean KL, which needs one "
                     "β per minibatch; set model.beta_sampling = 'minibatch'"
