@@ -67,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sigma-mode", default="optimal-shared")
     p.add_argument("--conditioning", default="film", choices=["film", "gate"])
     p.add_argument("--condition-at", nargs="+", default=["blocks"], help="model.condition_at")
+    p.add_argument("--condition-hidden", type=int, default=None, help="model.condition_hidden")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=str(RESULTS / "conditioning_overhead.json"))
     args = p.parse_args(argv)
@@ -77,7 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def model_config(args, conditional: bool) -> ModelConfig:
     extra = (
-        dict(conditioning=args.conditioning, condition_at=list(args.condition_at))
+        dict(
+            conditioning=args.conditioning,
+            condition_at=list(args.condition_at),
+            condition_hidden=args.condition_hidden,
+        )
         if conditional
         else {}
     )
@@ -195,6 +200,10 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="vaelab-conditioning-overhead-") as tmp:
         plain = Side(args, False, data, Path(tmp) / "plain")
         conditional = Side(args, True, data, Path(tmp) / "conditional")
+        parameters = {
+            name: sum(p.numel() for p in side.model.parameters())
+            for name, side in (("plain", plain), ("conditional", conditional))
+        }  # Adam's work per step is proportional to it: the conditioners' share is a cost
         results = []
         for threads in args.threads:
             if len(args.threads) > 1:
@@ -213,6 +222,7 @@ def main(argv=None) -> dict:
         "benchmark": "conditioning_overhead",
         "goal": f"conditional / plain seconds per step <= {GOAL}",
         "per_threads": results,
+        "parameters": parameters,
         "goal_met": all(r["goal_met"] for r in results),
         "machine_load": {"loadavg_1min_before": load_before, "loadavg_1min_after": (
             os.getloadavg()[0] if hasattr(os, "getloadavg") else None
