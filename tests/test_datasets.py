@@ -536,6 +536,14 @@ def published_mnist(mnist_folder, monkeypatch):
     return mnist_folder
 
 
+def test_binarize_is_refused_on_a_binary_set_and_would_not_freeze_dynamic_binarisation(
+    published_mnist,
+):
+    with pytest.raises(DataError) as info:
+        load("binarized-mnist", published_mnist, binarize=True)
+    assert one_line(info) == "data.binarize: binarized-mnist is binary already; drop data.binarize"
+
+
 def test_dynamic_binarisation_is_bernoulli_of_the_intensity(published_mnist):
     train, test = load("binarized-mnist", published_mnist)
     assert isinstance(train, binarized_mnist.DynamicBinarized) and train.binary

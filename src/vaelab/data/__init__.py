@@ -22,7 +22,7 @@ from . import (  # noqa: F401  (fill the registry)
     shapes3d,
     svhn,
 )
-from .base import ImageData, TensorData, cache_dir
+from .base import ImageData, ImageSet, TensorData, cache_dir
 
 __all__ = ["ImageData", "TensorData", "cache_dir", "load_data"]
 
@@ -33,8 +33,15 @@ def load_data(cfg: DataConfig):
     train, test = DATASETS.get(cfg.name)(cfg)
     train, test = train.limit(cfg.train_limit), test.limit(cfg.test_limit)
     if cfg.binarize:
-        if not isinstance(train, ImageData):
+        if not isinstance(train, ImageSet):
             raise DataError(f"data.binarize: {cfg.name} is not an image data set")
+        if train.binary:  # thresholding would freeze a dynamic binarisation into a fixed one
+            raise DataError(f"data.binarize: {cfg.name} is binary already; drop data.binarize")
+        if not isinstance(train, ImageData):
+            raise DataError(
+                f"data.binarize: {cfg.name} is streamed from disk and thresholds only in "
+                "memory; set data.storage = 'memory'"
+            )
         train, test = binarize(train), binarize(test)
     # each ImageData checked its images (rank, NaN, range) when it was made
     if train.shape != test.shape:
