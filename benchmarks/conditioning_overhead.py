@@ -171,7 +171,7 @@ def measure_in_subprocess(argv: list[str], threads: int, tmp: Path) -> dict:
     torch.set_num_threads changes within a process the later block's timings shift (seen
     here: the side measured second became 13 % faster than the first)."""
     part = tmp / f"threads{threads}.json"
-    rest = [a for a in _without(argv, "--threads", "--output")]
+    rest = _without(argv, "--threads", "--output")
     cmd = [sys.executable, __file__, *rest, "--threads", str(threads), "--output", str(part)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(part.read_text())["per_threads"][0]

@@ -173,8 +173,8 @@ class TensorData(TrainingData):
 def rows(t: Tensor, index: Tensor | slice) -> Tensor:
     """t[index]: a slice as a view, an index tensor by `index_select` (for uint8 images about
     twice as fast as advanced indexing, which is per-step cost)."""
-    if isinstance(index, Tensor) and index.dim() == 1 and not index.dtype.is_floating_point:
-        return t.index_select(0, index) if index.dtype != torch.bool else t[index]
+    if isinstance(index, Tensor) and index.dim() == 1 and index.dtype in (torch.int64, torch.int32):
+        return t.index_select(0, index)
     return t[index]
 
 

@@ -69,7 +69,11 @@ class _Decoded(Dataset):
 
 
 def _stack(images: list[Tensor | _Unreadable]) -> Tensor | _Unreadable:
-    return next((x for x in images if isinstance(x, _Unreadable)), None) or torch.stack(images)
+    """The batch, or the first unreadable image's message."""
+    for image in images:
+        if isinstance(image, _Unreadable):
+            return image
+    return torch.stack(images)
 
 
 class StreamedImages(ImageSet):
