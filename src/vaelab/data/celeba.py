@@ -28,14 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import DataError, closest
 from ..registry import DATASETS
 from . import official
 from .base import ImageData, ImageSet
-from .streaming import StreamedImages, keep_in_memory
+from .streaming import StreamedImages, decode_all, keep_in_memory
 
 NAME = "celeba"
 ENV = "VAELAB_CELEBA"
@@ -261,11 +260,7 @@ def load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
             return StreamedImages(
                 NAME, files, decoder, tuple(first.shape), labels, factors, names, cfg.workers
             )
-        images = torch.empty((len(files), *first.shape), dtype=torch.uint8)
-        images[0] = first
-        bar = tqdm(files[1:], desc="CelebA", unit="img", disable=len(files) < 5000, leave=False)
-        for i, file in enumerate(bar, 1):
-            images[i] = decoder(file)
+        images = decode_all(files, decoder, first.shape, "CelebA")
         return ImageData(NAME, images, labels=labels, factors=factors, factor_names=names)
 
     return take(wanted["train"]), take(wanted["test"])

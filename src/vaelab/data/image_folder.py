@@ -22,7 +22,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
 from .base import ImageData, random_split
-from .streaming import StreamedImages, keep_in_memory
+from .streaming import StreamedImages, decode_all, keep_in_memory
 
 GREY_MODES = {"1", "L", "LA"}
 COLOUR_MODES = {"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -134,7 +134,7 @@ def load(cfg: DataConfig) -> tuple[ImageData, ImageData]:
     shape = (channels, height, width)
     decode = FileDecoder(cfg.image_size, channels)
     if keep_in_memory(cfg, len(files), shape):
-        data = ImageData("image-folder", torch.stack([decode(f) for f in files]), labels=labels)
+        data = ImageData("image-folder", decode_all(files, decode, shape, "images"), labels=labels)
     else:
         data = StreamedImages("image-folder", files, decode, shape, labels, workers=cfg.workers)
 
