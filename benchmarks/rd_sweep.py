@@ -80,6 +80,7 @@ VARIANTS: dict[str, dict] = {
     "heads": {"condition_at": ["blocks", "heads"]},
     "strong": {"condition_scale": 0.3},
     "wide": {"condition_hidden": 128},
+    "narrow": {"condition_hidden": 8},  # a quarter of FiLM's conditioner parameters: cheaper steps
 }
 # --sigma → (the sweep's σ mode, the conditional model's)
 SIGMAS = {"optimal": ("optimal-shared", "optimal-shared"), "learned": ("learned-shared", "learned-beta")}  # fmt: skip
