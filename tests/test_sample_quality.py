@@ -381,6 +381,17 @@ def test_classifier_works_for_other_image_sizes(shape):
     assert other.path != extractor.path and other.trained
 
 
+@pytest.mark.parametrize("size, pooled", [(8, 2), (28, 7), (32, 8), (64, 8), (128, 8)])
+def test_the_classifier_downsamples_until_the_pooled_map_is_at_most_8_px(size, pooled):
+    net = cf.SmallClassifier(1, 3, cf.ClassifierConfig(), size)
+    pool = next(i for i, m in enumerate(net.body) if isinstance(m, torch.nn.AdaptiveAvgPool2d))
+    assert net.body[:pool](torch.zeros(1, 1, size, size)).shape[-1] == pooled
+    # images up to 32 px keep the three-convolution net (and so their cached weights)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.body) == 3 + (size > 32) * (
+        1 + (size > 64)
+    )
+
+
 def test_classifier_trains_through_a_run_directory_it_resumes_from(tmp_path, monkeypatch):
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
     images, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
