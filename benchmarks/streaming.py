@@ -9,7 +9,8 @@ default; the test split is the same 500 images each time, in FOLDER/test, so tha
 training set grows) a conv VAE (channels [32, 32, 64, 64], 16 latents, batch 128, `--epochs`
 epochs) is trained with `vaelab.runs.train_run` once with `data.storage = "memory"` (decoded
 up front as uint8: 58.6 MB per 5,000 images) and once per `--workers` count with `"stream"`
-(decoded by that many DataLoader workers), each in a fresh subprocess, the order rotating,
+(decoded by that many DataLoader workers; 0: in the main process, between steps), each in a
+fresh subprocess, the order rotating,
 `--repeats` times. Per run: the training images/s (the trainer's own clock,
 `TrainState.seconds`, so loading is excluded), the peak resident memory of the main process
 (ru_maxrss) and, separately, the largest peak of its finished worker children (ru_maxrss of
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 25000])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "streaming.json"))
     args = parser.parse_args(argv)
