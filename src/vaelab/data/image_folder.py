@@ -56,7 +56,8 @@ def read_image(file: Path, size: int | None) -> Image.Image:
                 raise DataError(
                     f"{file}: image mode {image.mode} is not supported; use 8 bits per channel"
                 )
-            image = image.convert("L" if image.mode in GREY_MODES else "RGB")
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("L" if image.mode in GREY_MODES else "RGB")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise DataError(f"{file}: cannot read image ({exc})") from None
     if size is not None and image.size != (size, size):
@@ -73,8 +74,10 @@ def scan(folder: Path) -> tuple[list[Path], list[str | None]]:
 
 
 def image_tensor(image: Image.Image, channels: int) -> torch.Tensor:
-    """uint8 [C, H, W] of one image in `channels` (1: grey, 3: RGB)."""
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    """uint8 [C, H, W] of one image in `channels` (1: grey, 3: RGB); converted (a copy) only
+    when its mode differs."""
+    mode = "L" if channels == 1 else "RGB"
+    array = np.asarray(image if image.mode == mode else image.convert(mode))
     return torch.from_numpy(
         array.reshape(image.size[1], image.size[0], -1).transpose(2, 0, 1).copy()
     )
