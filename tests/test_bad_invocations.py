@@ -686,6 +686,7 @@ CASES = (
         # the standard data sets (tests/test_datasets.py has their files in the real formats)
         ("storage unknown", f"{S} data.storage=disk", "data.storage: unknown value 'disk'"),
         ("workers negative", f"{S} data.workers=-1", "data.workers: must be ≥ 0"),
+        ("workers word", f"{S} data.workers=many", 'data.workers: a number ≥ 0 or "auto"'),
         ("test split unknown", f"{S} data.test_split=val", 'did you mean "valid"'),
         ("crop negative", f"{S} data.crop=-1", "data.crop: must be ≥ 0"),
         ("attribute number", f"{S} data.attribute=5", "data.attribute: expected a string"),

@@ -73,6 +73,23 @@ def test_auto_storage_streams_what_would_take_more_than_a_quarter_of_free_memory
     assert isinstance(load_data(data_config(folder, "auto"))[0], ImageData)
 
 
+def test_auto_workers_use_the_cores_training_leaves_free_and_one_where_none_is(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(streaming_module.os, "sched_getaffinity", lambda _: set(range(4)))
+    for threads, workers in [(4, 1), (8, 1), (3, 1), (2, 2), (1, 2)]:
+        monkeypatch.setattr(streaming_module.torch, "get_num_threads", lambda t=threads: t)
+        assert streaming_module.worker_count("auto", cpu) == workers, threads
+    assert streaming_module.worker_count("auto", gpu) == 2  # the device trains, not the cores
+    assert streaming_module.worker_count(3, cpu) == 3  # a number is taken as given
+
+
+def test_a_streamed_set_with_no_workers_decodes_in_the_main_process(folder, monkeypatch):
+    (train, _) = load_data(data_config(folder, "stream", workers=0))
+    monkeypatch.setattr(streaming_module, "DataLoader", None)  # would fail if used
+    chunks = list(torch.arange(len(train)).split(50))
+    assert all(torch.equal(b, train.batch(c)) for b, c in zip(train.batches(chunks), chunks))
+
+
 def config(folder, storage, epochs=3) -> Config:
     return Config(
         data=data_config(folder, storage, workers=2),
@@ -132,9 +149,11 @@ def test_an_image_in_an_unsupported_mode_is_refused_when_the_set_is_scanned(tmp_
         load_data(data_config(tmp_path, "stream"))
 
 
-def test_an_image_that_breaks_in_a_worker_stops_training_with_its_one_line(tmp_path):
-    """The header scan passes a truncated PNG; its worker's DataError reaches the user as the
-    loader's own line (not as a worker traceback in text), exit 2."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_breaks_in_a_worker_stops_training_with_its_one_line(tmp_path, workers):
+    """The header scan passes a truncated PNG; its DataError, raised in a worker or in the
+    main process, reaches the user as the loader's own line (not as a worker traceback in
+    text), exit 2."""
     rng = np.random.default_rng(0)
     for i in range(40):
         pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -145,6 +164,7 @@ def test_an_image_that_breaks_in_a_worker_stops_training_with_its_one_line(tmp_p
     cmd = [sys.executable, "-m", "vaelab", "train", str(REPO / "configs" / "digits.toml")]
     cmd += ["--run-dir", str(tmp_path / "run"), "--set", "data.name=image-folder"]
     cmd += ["--set", f"data.path={tmp_path}", "--set", "data.storage=stream"]
+    cmd += ["--set", f"data.workers={workers}"]
     cmd += ["--set", "train.epochs=1", "--set", "train.progress=false"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=120)
     assert out.returncode == 2, out.stderr

@@ -101,13 +101,17 @@ class DataConfig:
     svhn_extra: bool = False  # svhn: add extra_32x32.mat (531,131 images) to the training set
     # auto: in memory when the decoded set fits (data/streaming.py), else streamed
     storage: str = one_of(("auto", "memory", "stream"), default="auto")
-    workers: int = at_least(0, default=2)  # DataLoader worker processes of a streamed set
+    # DataLoader worker processes of a streamed set; "auto": the cores training leaves free
+    # (data/streaming.py `worker_count`)
+    workers: int | str = at_least(0, default="auto")
     vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
     # text corpora: drop a leading mail header — "auto": only a block of RFC 822 header lines
     # (data/bow.py `split_header`), true: everything before the first blank line, false: never
     strip_headers: bool | str = "auto"
 
     def __post_init__(self):
+        if isinstance(self.workers, str) and self.workers != "auto":
+            raise ConfigError(f'data.workers: a number ≥ 0 or "auto", got {self.workers!r}')
         if isinstance(self.strip_headers, str) and self.strip_headers != "auto":
             raise ConfigError(
                 f'data.strip_headers: "auto", true or false, got {self.strip_headers!r}'
