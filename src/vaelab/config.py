@@ -101,8 +101,8 @@ class DataConfig:
     svhn_extra: bool = False  # svhn: add extra_32x32.mat (531,131 images) to the training set
     # auto: in memory when the decoded set fits (data/streaming.py), else streamed
     storage: str = one_of(("auto", "memory", "stream"), default="auto")
-    # DataLoader worker processes of a streamed set; "auto": the cores training leaves free
-    # (data/streaming.py `worker_count`)
+    # DataLoader worker processes of a streamed set; "auto": 2 for a GPU, on the CPU the cores
+    # training leaves free, at least 1 (data/streaming.py `worker_count`)
     workers: int | str = at_least(0, default="auto")
     vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
     # text corpora: drop a leading mail header — "auto": only a block of RFC 822 header lines

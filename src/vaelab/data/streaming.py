@@ -5,8 +5,8 @@ whole set into memory up front.
 function item → uint8 [C, H, W]; its `batches` are decoded by `DataLoader` worker processes in
 the order asked for, read ahead (`prefetch_factor` batches per worker) and, for a GPU, pinned
 and copied without blocking (`worker_count`: how many; 0 decodes in the main process between
-steps). The trainer's data order is a function of (seed, epoch) either
-way, so a streamed run is bit-identical to the in-memory one and resumes as exactly.
+steps). The trainer's data order is a function of (seed, epoch) either way, so a streamed run
+is bit-identical to the in-memory one and resumes as exactly.
 
 `data.storage`: "memory" decodes up front, "stream" streams, "auto" (default) keeps a set in
 memory when its decoded uint8 size is at most `MEMORY_FRACTION` of the memory available now.
