@@ -344,7 +344,8 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
             "--set", "channels=[4,4,4,4]", "--set", "latent_dim=3", "--set", "betas=[1,4]",
             "--set", "beta_range=[1,4]", "--set", "epochs=1", "--set", "metric_scale=0.01", "--set", "dci_scale=0.01",
             "--set", "vote_metric_scale=0.001", "--set", "kl_examples=200",
-            "--set", "kl_neighbourhoods=4", "--set", "second_stage_steps=10",
+            "--set", "kl_neighbourhoods=4", "--set", "kl_images=400", "--set", "kl_draws=50",
+            "--set", "second_stage_steps=10",
             "--set", "second_stage_hidden=[8]", "--set", "fid_samples=50",
             "--set", "slice_gammas=[0.1,0.01]", "--set", "slice_images=8",
             "--set", "seeds=[0,1]", "--set", "sweep.in_process=true",
@@ -354,19 +355,27 @@ def test_disentanglement_recipe_end_to_end(tmp_path, monkeypatch):
     assert results["seeds"] == [0, 1]
     assert DisentanglementConfig().seeds == [0, 1, 2]  # the recipe's default
     keys = {"beta", "beta_vae", "factor_vae", "mig", "sap", "dci_d", "dci_c", "dci_i", "rate",
-            "tc", "mi", "dwkl", "mi_lower", "mi_capped", "mi_lower_capped", "seconds"}  # fmt: skip
+            "tc", "mi", "dwkl", "mi_lower", "mi_upper", "mi_near_entropy", "mi_upper_capped",
+            "mi_lower_capped", "seconds"}  # fmt: skip
     for name, rows in results["regimes"].items():
         assert sorted({r["beta"] for r in rows}) == [1.0, 4.0] and len(rows) == 4
         for r in rows:
             assert keys <= set(r)
-            assert r["mi"] + r["tc"] + r["dwkl"] == pytest.approx(r["rate"], rel=0.05, abs=0.5)
-            assert r["mi_capped"] == (r["mi"] >= r["mi_cap"] - 0.5)
+            # the rate of the drawn images (MC) against its closed form, the terms summing to it
+            assert r["mi"] + r["tc"] + r["dwkl"] == pytest.approx(r["rate"], abs=1e-6)
+            assert abs(r["rate"] - r["rate_analytic"]) < 0.2 * r["rate_analytic"] + 0.5
+            assert r["images"] == 400 and r["draws"] == 50
+            assert r["entropy"] == pytest.approx(math.log(400)) and r["mi"] <= r["entropy"]
+            assert r["mi_near_entropy"] == (r["mi"] >= r["entropy"] - 0.5)
+            assert r["mi_upper_capped"] == (r["mi_upper"] >= r["mi_upper_cap"] - 0.5)
             assert r["mi_lower_cap"] == pytest.approx(math.log(200))
+            assert set(r["seconds"]) >= {"kl_decomposition", "mi_bounds", "mig"}
         for beta in ("1", "4"):
             for metric in ("mig", "dci_d", "beta_vae", "mi", "tc"):
                 s = results["summary"][name][beta][metric]
                 assert s["n"] == 2 and len(s["ci95"]) == 2 and s["ci95"][0] <= s["mean"]
-    assert isinstance(results["mi_capped"], bool)
+    assert results["mi_capped"] is False and isinstance(results["mi_upper_capped"], bool)
+    assert set(results["mi_near_entropy"]) == set(results["regimes"])
     assert set(results["chance"]["summary"]) >= {"mig", "dci_d"}
     assert len(results["chance"]["per_seed"]) == 2
     verdicts = results["verdict_details"]

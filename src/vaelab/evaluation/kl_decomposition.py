@@ -56,9 +56,9 @@ exactly, and samples only the rest from the other examples,
 still unbiased for q(z_i) (so the MI is still an upper bound in expectation, ≤ log N), but
 exact where most of q(z_i)'s mass is. It also gives the "full" lower bound on the same R rows.
 
-Cost: O(n² L) Gaussian log-densities (n = 10,000, L = 10: 10⁹), computed in row blocks so
-memory stays O(block · n · L); "mss" costs O(n M L), `decompose_stratified` O(R (n + K) L)
-for R rows with neighbourhoods of at most K.
+Cost: O(n² L) Gaussian log-densities (n = 10,000, L = 10: 10⁹), O(R n L) for R drawn rows,
+computed in blocks so memory stays O(BLOCK_ELEMENTS); "mss" costs O(n M L),
+`decompose_stratified` O(R (n + K) L) for R rows with neighbourhoods of at most K.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ from .encoding import encode_data
 
 RandomState = np.random.Generator | int
 
-# Rows of z per block when evaluating log q(z|x_m) against all m: block · n · L float64 values,
-# a few MiB, so that the elementwise passes stay in cache (4× faster than 64 MiB blocks).
+# Values per block (rows of z × components × L, float64) when evaluating log q(z|x_m): a few
+# MiB, so that the elementwise passes stay in cache (4× faster than 64 MiB blocks).
 BLOCK_ELEMENTS = 2**18
 
 
@@ -130,22 +130,29 @@ def _log_aggregate(
 ) -> tuple[Tensor, Tensor]:
     """log q(z) [R] and log q(z_j) [R, L] of rows z [R, L] under the mixture of the posteriors
     (mean, log_var) [M, L], component m weighted exp(log_weight) — except component own[r]
-    for row r, weighted exp(log_weight_own), when `own` is given."""
-    rows = max(1, BLOCK_ELEMENTS // max(1, mean.numel()))
+    for row r, weighted exp(log_weight_own), when `own` is given. Blocks of rows × components
+    of about BLOCK_ELEMENTS values, their logsumexps combined across component blocks."""
+    components, latent = mean.shape
+    width = min(components, max(1, BLOCK_ELEMENTS // latent))  # components per block
+    rows = max(1, BLOCK_ELEMENTS // (latent * width))
     mean_t, log_var_t = mean.T.contiguous()[None], log_var.T.contiguous()[None]  # [1, L, M]
-    joint, marginal = [], []
+    joint = torch.full((len(z),), -math.inf, dtype=z.dtype)
+    marginal = torch.full((len(z), latent), -math.inf, dtype=z.dtype)
     for start in range(0, len(z), rows):
         block = slice(start, start + rows)
-        lp = gaussian_log_density(z[block, :, None], mean_t, log_var_t)  # [B, L, M]
-        if own is None:
-            joint.append(torch.logsumexp(lp.sum(1), dim=1) + log_weight)  # [B]
-            marginal.append(torch.logsumexp(lp, dim=2) + log_weight)  # [B, L]
-            continue
-        weight = torch.full((lp.shape[0], lp.shape[2]), log_weight, dtype=lp.dtype)
-        weight[torch.arange(len(weight)), own[block]] = log_weight_own
-        joint.append(torch.logsumexp(lp.sum(1) + weight, dim=1))
-        marginal.append(torch.logsumexp(lp + weight[:, None, :], dim=2))
-    return torch.cat(joint), torch.cat(marginal)
+        for first in range(0, components, width):
+            part = slice(first, first + width)
+            lp = gaussian_log_density(z[block, :, None], mean_t[..., part], log_var_t[..., part])
+            weight = torch.full((lp.shape[0], lp.shape[2]), log_weight, dtype=lp.dtype)
+            if own is not None:
+                mine = own[block] - first  # the row's own component, if in this block
+                inside = (mine >= 0) & (mine < lp.shape[2])
+                weight[torch.arange(len(weight))[inside], mine[inside]] = log_weight_own
+            joint[block] = torch.logaddexp(joint[block], torch.logsumexp(lp.sum(1) + weight, dim=1))
+            marginal[block] = torch.logaddexp(
+                marginal[block], torch.logsumexp(lp + weight[:, None, :], dim=2)
+            )
+    return joint, marginal
 
 
 def decompose_posteriors(
@@ -156,17 +163,23 @@ def decompose_posteriors(
     estimator: str = "full",
     minibatch_size: int = 1024,
     dataset_size: int | None = None,
+    rows: Tensor | None = None,
 ) -> dict[str, float | list[float]]:
     """MI / TC / dimension-wise KL of the rate for diagonal-Gaussian posteriors N(mean,
     exp(log_var)) [n, L] of n examples and the prior N(0, I) (see the module docstring).
+    `rows` [R] (indices into n; "full" only): draw z for those examples only, against the
+    aggregate of all n — with the n examples a whole finite data set, q(z) and q(z_j) are then
+    its exact aggregate posterior and marginals, so the terms are unbiased Monte-Carlo
+    estimates over the R·samples draws, and log n = H(x) bounds the true MI itself.
 
     Returns floats rate (MC), mi, tc, dwkl, sum_of_terms (= mi + tc + dwkl, equal to rate by
-    construction), rate_analytic (closed form), the standard errors rate_stderr (of rate −
-    rate_analytic), mi_stderr, tc_stderr, dwkl_stderr over the n·samples draws, n, samples,
-    dwkl_per_dim [L], and mi_cap: the largest MI the estimator can return — log n for "full",
-    log `dataset_size` for "mss" (the own component weighs 1/n resp. 1/N, so log q(z_i) ≥
-    log q(z_i|x_i) − log n resp. − log N); an MI near it says the examples' posteriors barely
-    overlap, and the estimate is then a bound, not a measurement.
+    construction), rate_analytic (closed form, over the drawn examples), the standard errors
+    rate_stderr (of rate − rate_analytic), mi_stderr, tc_stderr, dwkl_stderr over the draws,
+    n, samples, draws (R·samples; R = n without `rows`), dwkl_per_dim [L], and mi_cap: the
+    largest MI the estimator can return — log n for "full", log `dataset_size` for "mss" (the
+    own component weighs 1/n resp. 1/N, so log q(z_i) ≥ log q(z_i|x_i) − log n resp. − log N);
+    an MI near it says the examples' posteriors barely overlap: for a sample of a larger data
+    set the estimate is then a bound, not a measurement (for a whole data set, the truth).
     """
     if estimator not in ("full", "mss"):
         raise VaelabError(f"kl_decomposition: estimator must be 'full' or 'mss', got {estimator!r}")
@@ -178,11 +191,14 @@ def decompose_posteriors(
         )
     if samples < 1:
         raise VaelabError(f"kl_decomposition: samples must be ≥ 1, got {samples}")
+    if rows is not None and estimator != "full":
+        raise VaelabError("kl_decomposition: rows need estimator 'full'")
     rng = np.random.default_rng(random_state)
     n, latent = mean.shape
-    eps = torch.from_numpy(rng.standard_normal((samples, n, latent)))
-    z = (mean + torch.exp(0.5 * log_var) * eps).reshape(samples * n, latent)
-    own = torch.arange(samples * n) % n  # the example each draw comes from
+    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    eps = torch.from_numpy(rng.standard_normal((samples, len(rows), latent)))
+    own = rows.repeat(samples)  # the example each draw comes from
+    z = mean[own] + torch.exp(0.5 * log_var[own]) * eps.reshape(-1, latent)
     log_q_cond = gaussian_log_density(z, mean[own], log_var[own]).sum(-1)  # log q(z|x)
     zero = torch.zeros((), dtype=torch.float64)
     log_p = gaussian_log_density(z, zero, zero)  # log p(z_j) [R, L]
@@ -214,7 +230,7 @@ def decompose_posteriors(
     tc_r = log_q - log_q_dims.sum(-1)
     dwkl_rj = log_q_dims - log_p  # [R, L]
     rate_r = log_q_cond - log_p.sum(-1)
-    kl = kl_divergence(DiagonalGaussian(mean, log_var), StandardNormal(latent))  # [n]
+    kl = kl_divergence(DiagonalGaussian(mean[own], log_var[own]), StandardNormal(latent))
     mi, tc, dwkl = float(mi_r.mean()), float(tc_r.mean()), float(dwkl_rj.sum(-1).mean())
     return {
         "rate": float(rate_r.mean()),
@@ -223,13 +239,14 @@ def decompose_posteriors(
         "dwkl": dwkl,
         "sum_of_terms": mi + tc + dwkl,
         "rate_analytic": float(kl.mean()),
-        "rate_stderr": standard_error(rate_r - kl[own]),
+        "rate_stderr": standard_error(rate_r - kl),
         "mi_stderr": standard_error(mi_r),
         "tc_stderr": standard_error(tc_r),
         "dwkl_stderr": standard_error(dwkl_rj.sum(-1)),
         "dwkl_per_dim": dwkl_rj.mean(0).tolist(),
         "n": n,
         "samples": samples,
+        "draws": len(own),
         "mi_cap": math.log(big_n),
     }
 

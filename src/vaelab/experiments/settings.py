@@ -164,8 +164,8 @@ class MeasurementSettings:
     dci_scale: float = at_least(0.0, strict=True, default=1.0)
     # … and BetaVAE, FactorVAE (1.0: 1.92 M / 0.97 M encoded images per model and β)
     vote_metric_scale: float = at_least(0.0, strict=True, default=0.1)
-    # the KL decomposition: n images of all of dSprites; for `kl_neighbourhoods` of them, the
-    # images within `kl_radius` factor steps are encoded too (≈ 190 each at radius 1)
+    # the two bounds on the MI: n images of all of dSprites; for `kl_neighbourhoods` of them,
+    # the images within `kl_radius` factor steps are encoded too (≈ 190 each at radius 1)
     kl_examples: int = at_least(10, default=10_000)
     kl_neighbourhoods: int = at_least(2, default=500)
     kl_radius: int = at_least(1, default=1)
@@ -194,6 +194,10 @@ class DisentanglementConfig(MeasurementSettings, StudyConfig):
     train_limit: int = at_least(1, default=20_000)
     test_limit: int = at_least(1, default=2_000)
     betas: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0])
+    # the KL decomposition over `kl_images` dSprites images (0: all 737,280) with its exact
+    # aggregate posterior, from `kl_draws` of them
+    kl_images: int = at_least(0, default=0)
+    kl_draws: int = at_least(2, default=500)
     # σ_x of the decoupled β-conditional run; with β per example, a σ per example
     decoupled_sigma_mode: str = one_of(SIGMA_MODES, default="optimal-image")
     slice_gammas: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4])
@@ -217,6 +221,21 @@ class EvaluationConfig(MeasurementSettings):
     trained: str = ""
     betas: list[float] = field(default_factory=list)
     untrained: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class KLDecompositionConfig:
+    """One KL-decomposition cell of the grid runner (`KL_DECOMPOSE`): the trained run in `run`
+    at `betas` (none: at its own β) on `images` dSprites images (0: all), `draws` of them.
+    `trained`: the digest of the run's training cell."""
+
+    run: str = ""
+    trained: str = ""
+    betas: list[float] = field(default_factory=list)
+    images: int = at_least(0, default=0)
+    draws: int = at_least(2, default=500)
     seed: int = 0
     device: str = "cpu"
 
