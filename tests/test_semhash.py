@@ -118,9 +118,23 @@ def test_semhash_table_runs_cells_and_resumes_finished_ones(corpus, tmp_path, wh
     ]
     assert table["failed"] == []
     for c in table["cells"]:
-        assert c["convention"] == "saturated" and c["test_nelbo"] > 0
-        assert c["intervals"]["test_nelbo"]["n"] == len(seeds)
-        assert (c["intervals"]["test_nelbo"]["se"] is None) == (len(seeds) == 1)
+        test, train, base = c["test_nelbo"], c["train_nelbo"], c["collapsed_baseline"]
+        assert set(test) == set(train) == {"full", "no_coefficient", "saturated"}
+        for split, nelbo in (("test", test), ("train", train)):
+            assert nelbo["saturated"]["n"] == len(seeds)
+            assert (nelbo["saturated"]["ci95"] is None) == (len(seeds) == 1)
+            # a convention adds the same constant per document to model and baseline
+            for conv in ("full", "no_coefficient"):
+                shift = base[split][conv] - base[split]["saturated"]
+                assert nelbo[conv]["mean"] - nelbo["saturated"]["mean"] == pytest.approx(shift)
+        gain = base["test"]["saturated"] - test["saturated"]["mean"]
+        assert c["gain"]["test"]["mean"] == pytest.approx(gain)
+        assert 0 <= c["precision_at_100"]["mean"] <= 1 and 0 <= c["map"]["mean"] <= 1
+        assert c["estimator"] == "disarm" and c["selection"] == "final" and c["epochs"] == 4
+    # the row's verdict from the per-seed differences e2 − e1 (no e2 here: no pairs)
+    (row,) = table["rows"]
+    assert (row["bits"], row["depth"]) == (4, 0) and row["verdict"] == "inconclusive"
+    assert [c["n"] for c in row["claims"]] == [0, 0]
     cells = [f"e1-4bit-depth0/seed{s}" for s in seeds] + [f"e3-4bit-depth0/seed{s}" for s in seeds]
     assert json.loads((run_dir / "sweep.json").read_text())["cells"] == cells
     stamps = {c: (run_dir / c / "results.json").stat().st_mtime_ns for c in cells}
@@ -142,8 +156,10 @@ def test_semhash_table_writes_what_finished_and_names_a_failed_cell(corpus, tmp_
     assert "1 of 2 cells failed" in error and "e1-17bit-depth0/seed0" in error
     table = json.loads((run_dir / "table.json").read_text())
     done, broken = table["cells"]
-    assert done["bits"] == 4 and done["seeds"] == [0] and done["test_nelbo"] > 0
-    assert broken["bits"] == 17 and broken["seeds"] == [] and broken["test_nelbo"] is None
+    assert done["bits"] == 4 and done["seeds"] == [0]
+    assert done["test_nelbo"]["saturated"]["mean"] > 0
+    assert broken["bits"] == 17 and broken["seeds"] == []
+    assert broken["test_nelbo"]["saturated"]["mean"] is None
     assert [f["cell"] for f in table["failed"]] == ["e1-17bit-depth0/seed0"]
     assert "16 bits" in table["failed"][0]["error"]
     report = (run_dir / "report.md").read_text()
@@ -234,3 +250,28 @@ def test_count_smoothing_run_keeps_its_checkpoint_and_vaelab_eval_reproduces_it(
     assert flat["precision_at_100"] == pytest.approx(r["retrieval"]["precision_at_100"])
     assert "Word counts" in (run / "phase2" / "report.md").read_text()
     assert (run / "phase2" / "checkpoint.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_row_verdict_follows_the_paired_intervals_of_the_encoders():
+    from vaelab.experiments.semhash import order_verdicts
+
+    def record(encoder, seed, nelbo, status="done"):
+        point = {"encoder": encoder, "bits": 8, "depth": 0}
+        return {"point": point, "seed": seed, "status": status,
+                "metrics": {"test_nelbo_saturated": nelbo}}  # fmt: skip
+
+    # e2 − e1 = 5, 6, 7 (above 0: reproduced); e3 − e2 = −3, −3.5, −2.5 (below: contradicted)
+    records = [record("e1", s, 400 + s) for s in range(3)]
+    records += [record("e2", s, 405 + 2 * s) for s in range(3)]
+    records += [record("e3", s, v) for s, v in enumerate((402, 403.5, 406.5))]
+    records.append(record("e3", 3, 0.0, status="failed"))  # left out
+    (row,) = order_verdicts(records)
+    first, second = row["claims"]
+    assert first["verdict"] == "reproduced" and first["mean"] == pytest.approx(6.0)
+    assert second["verdict"] == "contradicted" and second["mean"] == pytest.approx(-3.0)
+    assert row["verdict"] == "contradicted" and row["paper_order_holds"] is True
+    # e3 above e2 by a noisy margin: that claim inconclusive, and so the row
+    records[6:9] = [record("e3", s, v) for s, v in enumerate((410, 404, 415))]
+    (row,) = order_verdicts(records)
+    assert [c["verdict"] for c in row["claims"]] == ["reproduced", "inconclusive"]
+    assert row["verdict"] == "inconclusive"
