@@ -60,6 +60,7 @@ def main(argv=None) -> dict:
         "cells": table["cells"],
         "rows": table["rows"],
         "verdicts": {v: outcomes.count(v) for v in ("reproduced", "contradicted", "inconclusive")},
+        "verdict_details": [claim for row in table["rows"] for claim in row["claims"]],
         "claim": "e1 < e2 < e3 in test NELBO in every (bits, depth) row (the paper's Table 2)",
         "seconds": time.perf_counter() - start,
         **provenance(),

@@ -27,6 +27,7 @@ SOURCES = {
     "disentanglement.json": "disentanglement",
     "rd_study_fashion_mnist/fid.json": "rd-study (Fashion-MNIST)",
     "rd_study_dsprites/fid.json": "rd-study (dSprites)",
+    "semhash_table.json": "semhash-table (benchmarks/semhash_table.py)",
 }
 
 
