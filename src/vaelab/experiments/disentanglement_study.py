@@ -678,8 +678,11 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
         },
         # the MI the claims rest on is over the whole data set: no estimator cap below H(x)
         "mi_capped": False,
-        "mi_near_entropy": {
-            name: [r["beta"] for r in rows if r["mi_near_entropy"]]
+        "mi_near_entropy": {  # regime → β → how many seeds' MI is within the margin of H(x)
+            name: {
+                f"{b:g}": sum(r["mi_near_entropy"] for r in rows if r["beta"] == b)
+                for b in sorted({r["beta"] for r in rows})
+            }
             for name, rows in regimes.items()
         },
         "mi_upper_capped": any(r["mi_upper_capped"] for r in all_rows),
@@ -701,7 +704,7 @@ def run_disentanglement(cfg: DisentanglementConfig, run_dir: Path) -> dict:
         "kl_decomposition": {
             "images": all_rows[0]["images"],
             "draws": all_rows[0]["draws"],
-            "terms": f"rate, mi, tc, dwkl: evaluation.kl_decomposition.decompose_posteriors "
+            "terms": "evaluation.kl_decomposition.decompose_posteriors "
             f"over {all_rows[0]['images']} dSprites images (all {dsprites.NUM_IMAGES} unless "
             "kl_images says fewer), every one encoded, so q(z) and q(z_j) are their exact "
             f"aggregate posterior and marginals; {all_rows[0]['draws']} of the images drawn "
