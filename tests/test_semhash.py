@@ -90,6 +90,11 @@ def test_lowest_selection_takes_the_minimum_of_a_test_estimate_per_epoch(corpus,
     assert r["train_running_mean"]["nelbo_saturated"] == pytest.approx(records["train"][-1])
     shift = r["test"]["nelbo_full"] - r["test"]["nelbo_saturated"]
     assert lowest["nelbo_full"] - lowest["nelbo_saturated"] == pytest.approx(shift)
+    # the learning curve over both phases: what was logged, epochs counted across phases
+    curve = r["learning_curve"]
+    assert [p["nelbo"] for p in curve["test"]] == pytest.approx(records["test"])
+    assert [p["epoch"] for p in curve["train"]] == list(range(1, 7))
+    assert "![learning curve](learning_curve.png)" in (run / "report.md").read_text()
 
 
 def table_args(corpus, run_dir, *settings):

@@ -124,6 +124,26 @@ def plot_training_curves(
     return True
 
 
+def plot_per_epoch(
+    path: str | Path,
+    series: dict[str, Sequence[tuple[int, float]]],
+    ylabel: str,
+    marks: Sequence[int] = (),
+) -> None:
+    """A learning curve: each named series of (epoch, value) against the epoch, dashed
+    vertical lines after the epochs in `marks` (e.g. where a schedule's phase ends)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for label, points in series.items():
+        if points:
+            ax.plot(*zip(*points), "-", linewidth=1.2, label=label)
+    for epoch in marks:
+        ax.axvline(epoch + 0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 # --- looking at a model (evaluation/inspection.py) --------------------------------------------
 
 

@@ -51,6 +51,7 @@ from ..data.bow import convention_shifts, in_conventions
 from ..distributions.multinomial import CONVENTIONS
 from ..errors import VaelabError
 from ..evaluation import evaluate
+from ..evaluation.figures import plot_per_epoch
 from ..evaluation.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, shown, stat, verdict
 from ..files import atomic_write_text, read_jsonl, write_json
 from ..models import build_vae
@@ -204,7 +205,21 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         }
     result["selection"] = cfg.selection
     result["selected_test"] = result["test_lowest"] if cfg.selection == "lowest" else result["test"]
+    result["learning_curve"] = logged
     write_json(run_dir / "results.json", result)
+    plot_per_epoch(
+        run_dir / "learning_curve.png",
+        {
+            "train (running mean over the epoch)": [
+                (r["epoch"], r["nelbo"]) for r in logged["train"]
+            ],
+            "test (one estimate per evaluation)": [
+                (r["epoch"], r["nelbo"]) for r in logged["test"]
+            ],
+        },
+        "NELBO per document, saturated (nats)",
+        marks=[sum(e for e, _ in cfg.phases[:i]) for i in range(1, len(cfg.phases))],
+    )
     reference = paper_value(PAPER_TEST, cfg.encoder, cfg.bits, cfg.decoder_depth) or "—"
     base = result["collapsed_baseline"]
     keys = {c: f"nelbo_{c.replace('-', '_')}" for c in CONVENTIONS}
@@ -232,6 +247,10 @@ def run_semhash(cfg: SemhashConfig, run_dir: Path) -> dict:
         f"\nPaper (Table 2, test, 1500 epochs, its convention unstated, on the Rainbow-lexed "
         f"corpus, the lowest estimate over epochs): {reference}.\n",
         *retrieval_section(result["retrieval"]),
+        "\n![learning curve](learning_curve.png)\n",
+        f"Learning curve: the train running mean per epoch and every test estimate "
+        f"({'after every epoch' if cfg.selection == 'lowest' else 'at the end of each phase'}); "
+        "dashed: where a phase ends.\n",
         f"\nThe final weights are in `{final_run}/` (each phase keeps its checkpoint); "
         f"`vaelab eval {run_dir / final_run}` re-evaluates them without retraining.\n",
     ]
