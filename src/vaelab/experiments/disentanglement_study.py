@@ -55,7 +55,6 @@ import torch
 from ..config import DataConfig
 from ..data import dsprites
 from ..data.ground_truth import DSpritesGroundTruth
-from ..errors import VaelabError
 from ..evaluation.disentanglement import (
     SAMPLE_CHUNK,
     disentanglement_metrics,
@@ -72,7 +71,7 @@ from ..files import atomic_write_text, read_json, write_json
 from ..models import VAE, build_vae
 from ..report import markdown_table
 from ..runs import Run, load_run, seed_everything
-from ..sweeps import TRAIN, Cell, Target, make_cell, run_sweep
+from ..sweeps import TRAIN, Cell, Target, make_cell
 from .base import experiment
 from .settings import (
     DisentanglementConfig,
@@ -84,6 +83,7 @@ from .study import (
     StudyRun,
     first_seed,
     regime_cells,
+    run_all,
     sample_quality_study,
     train_regimes,
 )
@@ -378,14 +378,7 @@ def evaluate_runs(
         (EVALUATE, evaluations, "evaluation", EVALUATION),
         (KL_DECOMPOSE, decompositions, "kl-decomposition", KL_DECOMPOSITION),
     ):
-        records = run_sweep(grid, run_dir / folder, target, cfg.sweep)
-        failed = [r for r in records if r["status"] != "done"]
-        if failed:
-            raise VaelabError(
-                f"disentanglement: {len(failed)} of {len(records)} {folder} cells failed ("
-                + "; ".join(f"{r['name']}: {r.get('error', r['status'])}" for r in failed[:3])
-                + f"); see {run_dir / folder / 'sweep.md'}, fix and run again"
-            )
+        records = run_all(grid, run_dir / folder, target, cfg.sweep, f"disentanglement: {folder}")
         outputs[folder] = [
             (c.point["regime"], row)
             for c, r in zip(grid, records)

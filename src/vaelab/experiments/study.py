@@ -25,7 +25,7 @@ from ..evaluation.sample_quality import fid_protocol, sample_quality
 from ..models import VAE
 from ..models.two_stage import SecondStageLoss, build_second_stage, code_data, two_stage_generate
 from ..runs import Run, load_run
-from ..sweeps import TRAIN, Cell, make_cell, run_sweep
+from ..sweeps import TRAIN, Cell, Target, make_cell, run_sweep
 from ..training import fit
 from .settings import RecipeConfig, StudyConfig
 
@@ -77,20 +77,27 @@ def regime_cells(
     return cells
 
 
+def run_all(cells: list[Cell], folder: Path, target: Target, sweep, what: str) -> list[dict]:
+    """`run_sweep` of `cells` in `folder`; refuses, naming up to three of them and `what`
+    failed, when cells did not finish (the finished ones are kept for the next try)."""
+    records = run_sweep(cells, folder, target, sweep)
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        raise VaelabError(
+            f"{what}: {len(failed)} of {len(records)} failed ("
+            + "; ".join(f"{r['name']}: {r.get('error', r['status'])}" for r in failed[:3])
+            + f"); see {folder / 'sweep.md'}, fix and run again (finished cells are kept)"
+        )
+    return records
+
+
 def train_regimes(
     cells: list[Cell], run_dir: Path, recipe: str, cfg: RecipeConfig
 ) -> list[StudyRun]:
     """Train (or resume) every cell of `regime_cells` by the grid runner (`cfg.sweep`: on Ray
     when installed), then load them; the sweep table (test metrics over seeds) is written to
     run_dir/sweep.md. Refuses, naming them, when runs failed."""
-    records = run_sweep(cells, run_dir, TRAIN, cfg.sweep)
-    failed = [r for r in records if r["status"] != "done"]
-    if failed:
-        raise VaelabError(
-            f"{recipe}: {len(failed)} of {len(records)} runs failed ("
-            + "; ".join(f"{r['name']}: {r.get('error', r['status'])}" for r in failed[:3])
-            + f"); see {run_dir / 'sweep.md'}, fix and run again (finished runs are kept)"
-        )
+    records = run_all(cells, run_dir, TRAIN, cfg.sweep, f"{recipe}: runs")
     regimes = {r.label: r for r in REGIMES}
     test_sets: dict[str, ImageData] = {}
     runs = []
