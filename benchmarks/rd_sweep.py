@@ -75,6 +75,9 @@ VARIANTS: dict[str, dict] = {
     "gate-mlp": {"conditioning": "gate", "condition_hidden": 32},
     "tilted": {"beta_law": "tilted", "beta_tilt": 2.0},
     "tilted-1": {"beta_law": "tilted", "beta_tilt": 1.0},
+    # between log-uniform (small-β gaps) and tilted-1 (large-β gaps), by the last sweep
+    "tilted-0.5": {"beta_law": "tilted", "beta_tilt": 0.5},
+    "narrow-tilted-1": {"condition_hidden": 8, "beta_law": "tilted", "beta_tilt": 1.0},
     "stratified": {"beta_sampling": "stratified"},  # per example: --sigma learned only
     "latent": {"condition_at": ["latent"]},
     "heads": {"condition_at": ["blocks", "heads"]},
