@@ -25,12 +25,23 @@ from ..estimators import LossTerms
 
 # --- optimisers ------------------------------------------------------------------------------
 
-OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
+def _fused(params: list) -> dict[str, bool]:
+    """`fused=True` (one kernel per tensor instead of about ten passes) when every parameter
+    is a floating tensor on CPU or CUDA: on this machine's CPU an Adam update of the rd_sweep
+    MLP is 3.5–5.5× faster, and 15× when the second moments have decayed to denormal values
+    (`benchmarks/optimizer_step.py`)."""
+    ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return {"fused": True} if ok and params else {}
+
+
+OPTIMIZERS: dict[str, Callable[[list, TrainConfig], torch.optim.Optimizer]] = {
     "adam": lambda params, cfg: torch.optim.Adam(
-        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
+        **_fused(params),
     ),
     "adamw": lambda params, cfg: torch.optim.AdamW(  # decoupled weight decay (Loshchilov 2019)
-        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
+        **_fused(params),
     ),
     "adamax": lambda params, cfg: torch.optim.Adamax(
         params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay

@@ -164,7 +164,7 @@ class Trainer:
         names = list(cfg.loggers) if self.placement.is_main else []
         self.callbacks = build_callbacks(names, image_examples(self.train_data) if names else None)
         self.evaluate = evaluate
-        self.optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](list(model.parameters()), cfg)
         self.update_size = cfg.batch_size * cfg.accumulate  # examples per update
         per_replica = math.ceil(len(train_data) / self.placement.world_size)
         self.steps_per_epoch = math.ceil(per_replica / self.update_size)
