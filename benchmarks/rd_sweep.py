@@ -33,9 +33,13 @@ measured in this one process around `vaelab.runs.train_run` (data loading, train
 test evaluation), with the machine's load average recorded before and after.
 
 Variants (`VARIANTS`; the first given is the default reported at the top level): the β law
-and scheme, MR-VAE gating (sigmoid, or the paper's decoder form) against FiLM, where the
-modulation enters (every block, the blocks next to the code, the output heads), its strength
-and the conditioner's width. A variant the σ semantics cannot take (a per-example β with a
+and scheme, the range β is drawn from (wider than the one evaluated), MR-VAE gating
+(sigmoid, or the paper's decoder form) against FiLM, where the modulation enters (every
+block, the blocks next to the code, the output heads), its strength and the conditioner's
+width; and one diagnostic, `film-2x-epochs` (twice the epochs: not a candidate, it halves the
+cost advantage), which tells a gap that more training closes from one it does not. Each row
+also says where its gap sits: at the two ends of the β range, and the rate the conditional
+model leaves unspent at the smallest β. A variant the σ semantics cannot take (a per-example β with a
 σ fitted to the whole batch) is refused in one line before anything trains.
 
 Goals: wallclock_ratio ≥ 7.5; mean relative gap ≤ 1 % at every β.
@@ -84,7 +88,16 @@ VARIANTS: dict[str, dict] = {
     "strong": {"condition_scale": 0.3},
     "wide": {"condition_hidden": 128},
     "narrow": {"condition_hidden": 8},  # a quarter of FiLM's conditioner parameters: cheaper steps
+    # β drawn from a wider range than the one evaluated, so that its ends are interior
+    "wide-range": {"widen": [2.0, 2.0]},
+    "tilted-1-wide-range": {"beta_law": "tilted", "beta_tilt": 1.0, "widen": [1.0, 3.0]},
+    # a diagnostic, not a candidate (it halves the cost advantage): twice the epochs, to
+    # tell a gap that more training closes (a step budget) from one it does not (capacity)
+    "film-2x-epochs": {"epochs_factor": 2},
 }
+# variant keys the benchmark reads itself: the conditional run's epochs × factor, and the β
+# range it samples, [a / low, b · high] (evaluation stays on [a, b])
+RUN_KEYS = ("epochs_factor", "widen")
 # --sigma → (the sweep's σ mode, the conditional model's)
 SIGMAS = {"optimal": ("optimal-shared", "optimal-shared"), "learned": ("learned-shared", "learned-beta")}  # fmt: skip
 
@@ -152,9 +165,11 @@ def config(args, beta: float, seed: int, variant: str | None) -> Config:
     """A sweep run's config (variant None) or a conditional variant's."""
     conditional = variant is not None
     fields = sigma_fields(args, conditional)
+    spec = VARIANTS[variant] if conditional else {}
     if conditional:
-        fields |= dict(conditioning="film", beta_range=list(args.beta_range))
-        fields |= VARIANTS[variant]
+        low, high = spec.get("widen", (1.0, 1.0))
+        fields |= dict(conditioning="film", beta_range=[args.beta_range[0] / low, args.beta_range[1] * high])  # fmt: skip
+        fields |= {k: v for k, v in spec.items() if k not in RUN_KEYS}
     model = ModelConfig(network="mlp", hidden=[512, 256], latent_dim=16, beta=beta, **fields)
     return Config(
         data=DataConfig(
@@ -165,7 +180,7 @@ def config(args, beta: float, seed: int, variant: str | None) -> Config:
         ),
         model=model,
         train=TrainConfig(
-            epochs=args.epochs,
+            epochs=args.epochs * spec.get("epochs_factor", 1),
             batch_size=args.batch_size,
             lr=args.lr,
             lr_schedule=args.lr_schedule,
@@ -226,6 +241,12 @@ def summarise(betas, seeds, separate, conditional, sweep_seconds, cond_seconds) 
         "sweep_seconds": sum(sweep_seconds.values()),
         "conditional_seconds": sum(cond_seconds.values()),
         "worst_gap": max(r["relative_gap"] for r in per_beta),
+        "beta_met": sum(r["goal_met"] for r in per_beta),
+        # where the gap sits: the two ends of the range, and the rate the conditional model
+        # does not spend at the smallest β (nats; > 0: less than the separate model)
+        "gap_smallest_beta": per_beta[0]["relative_gap"],
+        "gap_largest_beta": per_beta[-1]["relative_gap"],
+        "rate_deficit_smallest_beta": per_beta[0]["separate_rate"] - per_beta[0]["conditional_rate"],
         "per_beta": per_beta,
         "goal_met": ratio >= GOAL_RATIO and all(r["goal_met"] for r in per_beta),
     }
@@ -277,7 +298,9 @@ def main(argv=None) -> dict:
         model = config(args, 1.0, args.seeds[0], variant).model
         variants.append({
             "name": variant, "fields": VARIANTS[variant], "conditioning": model.conditioning,
-            "beta_sampling": model.beta_sampling, "beta_law": model.beta_law, **row,
+            "beta_sampling": model.beta_sampling, "beta_law": model.beta_law,
+            "beta_range": model.beta_range,
+            "epochs": args.epochs * VARIANTS[variant].get("epochs_factor", 1), **row,
         })  # fmt: skip
         print(
             f"{variant:12s} ratio {row['wallclock_ratio']:.2f}  worst gap "
