@@ -10,7 +10,10 @@ training set grows) a conv VAE (channels [32, 32, 64, 64], 16 latents, batch 128
 epochs) is trained with `vaelab.runs.train_run` once with `data.storage = "memory"` (decoded
 up front as uint8: 58.6 MB per 5,000 images) and once per `--workers` count with `"stream"`
 (decoded by that many DataLoader workers; 0: in the main process, between steps), each in a
-fresh subprocess, every setting once per repeat, the order rotating, `--repeats` times. Per
+fresh subprocess, every setting once per repeat, the order rotating, `--repeats` times; and
+once per `--cached-workers` count streamed from a decoded cache (`data.decoded_cache`: each
+image decoded once into a uint8 file before training, made by the first such run of a size,
+read back by row while training). Per
 run: the training images/s (the trainer's own clock, `TrainState.seconds`, so loading is
 excluded), the seconds the trainer waited for its next batch (decoding in the main process, or
 a worker queue that ran dry), the peak resident memory of the main process (ru_maxrss) and,
@@ -82,9 +85,10 @@ def timed(batches):
     return wrapper
 for cls in (TrainingData, StreamedImages):
     cls.batches = timed(cls.batches)
-folder, storage, workers, epochs, run_dir, n_train = sys.argv[1:7]
+folder, storage, workers, epochs, run_dir, n_train, cache = sys.argv[1:8]
 cfg = Config(
-    data=DataConfig(name="image-folder", path=folder, storage=storage, workers=int(workers)),
+    data=DataConfig(name="image-folder", path=folder, storage=storage, workers=int(workers),
+                    decoded_cache=cache or None),
     model=ModelConfig(network="conv", channels=[32, 32, 64, 64], hidden=[256], latent_dim=16),
     train=TrainConfig(epochs=int(epochs), batch_size=128, progress=False, device="cpu",
                       eval_every=10**6, checkpoint_every=10**6),
@@ -128,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 25000])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--cached-workers", type=int, nargs="*", default=[0],
+        help="worker counts of the streamed runs read from a decoded cache (data.decoded_cache)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "streaming.json"))
     parser.add_argument(
@@ -139,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     from vaelab.files import write_json
 
     sizes = sorted(args.sizes)
-    settings = {"memory": ("memory", 0)} | {f"stream{w}": ("stream", w) for w in args.workers}
+    settings = (
+        {"memory": ("memory", 0, False)}
+        | {f"stream{w}": ("stream", w, False) for w in args.workers}
+        | {f"cached{w}": ("stream", w, True) for w in args.cached_workers}
+    )
     runs: dict[str, dict[str, list[dict]]] = {}
     decode_s: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.repeats):
                 names = list(settings)
                 for name in names[r % len(names) :] + names[: r % len(names)]:
-                    storage, workers = settings[name]
+                    storage, workers, cached = settings[name]
+                    cache = str(Path(tmp) / f"cache{n}") if cached else ""
                     out = subprocess.run(
                         [sys.executable, "-c", CHILD, str(root), storage, str(workers),
-                         str(args.epochs), str(Path(tmp) / f"{name}_{n}_{r}"), str(n)],
+                         str(args.epochs), str(Path(tmp) / f"{name}_{n}_{r}"), str(n), cache],
                         check=True, capture_output=True, text=True,
                     )  # fmt: skip
                     runs[str(n)][name].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -237,9 +250,10 @@ def decide(runs: dict[str, dict[str, list[dict]]], decode_s: dict[str, float], e
         goals[f"{name}: images/s >= {1 - SPEED_MARGIN:g} x memory at {large}"] = outcome(
             speed[name], 1 - SPEED_MARGIN
         )
-        goals[f"{name}: images/s >= {1 - SPEED_MARGIN:g} x the decode-bound rate at {large}"] = (
-            outcome(over_bound[name], 1 - SPEED_MARGIN)
-        )
+        if not name.startswith("cached"):  # a cached run decodes nothing while it trains
+            goals[f"{name}: images/s >= {1 - SPEED_MARGIN:g} x the decode-bound rate at {large}"] = (
+                outcome(over_bound[name], 1 - SPEED_MARGIN)
+            )
         goals[f"{name}: peak memory grows < {GROWTH_LIMIT:g} MB per decoded MB"] = (
             outcome([-g for g in growth[name]], -GROWTH_LIMIT) if growth else "not measured"
         )

@@ -170,3 +170,55 @@ def test_an_image_that_breaks_in_a_worker_stops_training_with_its_one_line(tmp_p
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(f"vaelab: error: {broken}: cannot read image ("), line
+
+
+def test_a_decoded_cache_holds_every_image_once_and_reads_back_the_same_batches(folder, tmp_path):
+    memory = load_data(data_config(folder, "memory"))
+    cache = tmp_path / "cache"
+    cached = load_data(data_config(folder, "stream", workers=2, decoded_cache=str(cache)))
+    (file,) = cache.iterdir()
+    assert file.stat().st_size == 240 * 3 * 16 * 16  # the whole folder, uint8, once
+    for m, c in zip(memory, cached):
+        assert isinstance(c, StreamedImages) and torch.equal(m.labels, c.labels)
+        chunks = list(torch.randperm(len(m), generator=torch.Generator().manual_seed(2)).split(9))
+        assert all(torch.equal(b, m.batch(k)) for b, k in zip(c.batches(chunks), chunks))
+        assert torch.equal(c.batch(slice(2, 7)), m.batch(slice(2, 7)))
+
+
+def test_a_decoded_cache_is_found_again_and_remade_when_an_image_changes(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    cfg = data_config(root, "stream", workers=0, decoded_cache=str(tmp_path / "cache"))
+    load_data(cfg)
+    (first,) = (tmp_path / "cache").iterdir()
+    made = first.stat().st_mtime_ns
+    load_data(cfg)  # the same images: the same file, not rewritten
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
+    assert first.stat().st_mtime_ns == made
+    changed = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(changed).save(root / "0.png")
+    os.utime(root / "0.png", ns=(made + 10**9, made + 10**9))  # a later mtime, whatever the clock
+    train, test = load_data(cfg)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # a new key
+    everything = torch.cat([train.batch(slice(None)), test.batch(slice(None))])
+    assert any(torch.equal(row, torch.from_numpy(changed).permute(2, 0, 1).float() / 255)
+               for row in everything)  # fmt: skip
+
+
+def test_a_cut_off_cache_file_is_remade_and_a_bad_cache_folder_is_one_line(folder, tmp_path):
+    cache = tmp_path / "cache"
+    cfg = data_config(folder, "stream", workers=0, decoded_cache=str(cache))
+    load_data(cfg)
+    (file,) = cache.iterdir()
+    file.write_bytes(file.read_bytes()[:1000])  # cut off, as by a full disk
+    train, _ = load_data(cfg)
+    assert file.stat().st_size == 240 * 3 * 16 * 16
+    memory, _ = load_data(data_config(folder, "memory"))
+    assert torch.equal(train.batch(slice(None)), memory.batch(slice(None)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="data.decoded_cache: cannot write"):
+        load_data(data_config(folder, "stream", decoded_cache=str(blocker / "cache")))

@@ -104,6 +104,9 @@ class DataConfig:
     # DataLoader worker processes of a streamed set; "auto": 2 for a GPU, on the CPU the cores
     # training leaves free, at least 1 (data/streaming.py `worker_count`)
     workers: int | str = at_least(0, default="auto")
+    # a folder: a streamed image set is decoded once into a uint8 file there and read back by
+    # row (data/streaming.py `with_decoded_cache`); None: decoded on every pass
+    decoded_cache: str | None = None
     vocab_size: int | None = at_least(1, default=None)  # text corpora: top words (10,000)
     # text corpora: drop a leading mail header — "auto": only a block of RFC 822 header lines
     # (data/bow.py `split_header`), true: everything before the first blank line, false: never

@@ -34,7 +34,7 @@ from ..errors import DataError, closest
 from ..registry import DATASETS
 from . import official
 from .base import ImageData, ImageSet
-from .streaming import StreamedImages, decode_all, keep_in_memory
+from .streaming import StreamedImages, decode_all, keep_in_memory, with_decoded_cache
 
 NAME = "celeba"
 ENV = "VAELAB_CELEBA"
@@ -257,9 +257,10 @@ def load(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
             labels = factors[:, names.index(cfg.attribute)].clone()
         first = decoder(files[0])
         if not keep_in_memory(cfg, len(files), first.shape):
-            return StreamedImages(
+            streamed = StreamedImages(
                 NAME, files, decoder, tuple(first.shape), labels, factors, names, cfg.workers
             )
+            return with_decoded_cache(streamed, cfg.decoded_cache)
         images = decode_all(files, decoder, first.shape, "CelebA")
         return ImageData(NAME, images, labels=labels, factors=factors, factor_names=names)
 

@@ -22,7 +22,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..registry import DATASETS
 from .base import ImageData, random_split
-from .streaming import StreamedImages, decode_all, keep_in_memory
+from .streaming import StreamedImages, decode_all, keep_in_memory, with_decoded_cache
 
 GREY_MODES = {"1", "L", "LA"}
 COLOUR_MODES = {"P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -140,6 +140,7 @@ def load(cfg: DataConfig) -> tuple[ImageData, ImageData]:
         data = ImageData("image-folder", decode_all(files, decode, shape, "images"), labels=labels)
     else:
         data = StreamedImages("image-folder", files, decode, shape, labels, workers=cfg.workers)
+        data = with_decoded_cache(data, cfg.decoded_cache)
 
     if has_splits:
         n_train = len(splits[0][0])
