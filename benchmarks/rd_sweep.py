@@ -295,12 +295,12 @@ def main(argv=None) -> dict:
         row = summarise(
             betas, args.seeds, separate, conditional[variant], sweep_seconds, cond_seconds[variant]
         )
-        model = config(args, 1.0, args.seeds[0], variant).model
+        cfg = config(args, 1.0, args.seeds[0], variant)
+        model = cfg.model
         variants.append({
             "name": variant, "fields": VARIANTS[variant], "conditioning": model.conditioning,
             "beta_sampling": model.beta_sampling, "beta_law": model.beta_law,
-            "beta_range": model.beta_range,
-            "epochs": args.epochs * VARIANTS[variant].get("epochs_factor", 1), **row,
+            "beta_range": model.beta_range, "epochs": cfg.train.epochs, **row,
         })  # fmt: skip
         print(
             f"{variant:12s} ratio {row['wallclock_ratio']:.2f}  worst gap "
